@@ -1,0 +1,358 @@
+"""CIFAR-10 as tf.data pipelines, from tensorflow-datasets, an image folder, or a bundled sample.
+
+Sources:
+- "tfds": tensorflow-datasets `cifar10` (honours TFDS_DATA_DIR or `data_dir`); its test
+  split is the validation set.
+- "folder": a directory with one folder per class (`airplane/0001.jpg`, ...), as in the
+  `cifar10-train-jpeg.tar.gz` archive, or its parent holding `train/`. The validation set
+  is carved out of it (a seeded random choice, the same on every worker).
+- "sample": 2,000 real CIFAR-10 training images (200 per class, JPEG) shipped in the
+  package, so the tutorial runs with no network and no data.
+- "auto": "folder" when `data_dir` is given, else "tfds" when `cifar10` is already
+  prepared on disk, else "sample".
+
+Under several workers each one decodes and trains on its own shard of the training
+images (`Cifar10.train_dataset(..., strategy=strategy)` feeds each worker's replicas
+from its shard); every worker holds the whole validation set, which Keras shards by
+data during `evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from lepton_keras.distribute import cluster
+
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SHAPE = (32, 32, 3)
+SOURCES = ("auto", "tfds", "folder", "sample")
+SAMPLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_sample.npz")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+_DECODE_BATCH = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Cifar10:
+    """Images (uint8, N x 32 x 32 x 3) and labels (int64 in [0, 10)) of one worker's shard.
+
+    Attributes:
+        train_images, train_labels: this worker's shard of the training images.
+        validation_images, validation_labels: the whole validation (or test) set.
+        source: "tfds", "folder" or "sample".
+        location: where the images came from (a path, or the tensorflow-datasets directory).
+        validation_name: "test" (tensorflow-datasets' test split) or "validation" (carved out).
+        shard: (index, count) of this worker's training shard.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    validation_images: np.ndarray
+    validation_labels: np.ndarray
+    source: str
+    location: str
+    validation_name: str
+    shard: tuple[int, int] = (0, 1)
+
+    def describe(self) -> str:
+        """One line saying which source was used and how much of it this worker holds."""
+        index, count = self.shard
+        shard = f", training shard {index + 1} of {count}" if count > 1 else ""
+        return (
+            f"CIFAR-10 from {self.source} ({self.location}): {len(self.train_labels)} training and "
+            f"{len(self.validation_labels)} {self.validation_name} images{shard}"
+        )
+
+    def train_dataset(
+        self,
+        global_batch_size: int,
+        *,
+        strategy=None,
+        shuffle: bool = True,
+        seed: int = 0,
+        one_hot: bool = False,
+        per_worker_pipelines: bool | None = None,
+    ):
+        """Shuffled training batches of `global_batch_size` images in all, across all replicas.
+
+        Args:
+            global_batch_size: images per step over all replicas and workers; a multiple
+                of the replica count.
+            strategy: the `tf.distribute.Strategy` you train with (default: none).
+            shuffle: reshuffle every epoch (default True), with `seed` (default 0).
+            one_hot: one-hot float32 label rows instead of int64 labels (default False).
+            per_worker_pipelines: feed each worker's replicas from that worker's own shard
+                (`strategy.distribute_datasets_from_function`). Default: when the strategy
+                has several workers. Otherwise the result is a plain `tf.data.Dataset` of
+                global batches, which Keras splits between the replicas.
+
+        Incomplete batches are dropped, so every step has the same shape everywhere.
+        Images are float32 in [0, 1]. Pass the result to `model.fit` as it is.
+        """
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        if not isinstance(global_batch_size, int) or global_batch_size < 1 or global_batch_size % replicas:
+            raise ValueError(
+                f"the global batch size must be a positive multiple of the {replicas} replica(s), "
+                f"received: {global_batch_size!r}"
+            )
+        if per_worker_pipelines is None:
+            per_worker_pipelines = replicas > 1 and len(strategy.extended.worker_devices) < replicas
+        if not per_worker_pipelines:
+            if self.shard[1] > 1:
+                raise ValueError(
+                    f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
+                    "per_worker_pipelines=True (the default under a multi-worker strategy)"
+                )
+            return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot)
+
+        def pipeline_for_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            batch = context.get_per_replica_batch_size(global_batch_size)
+            local_replicas = replicas // context.num_input_pipelines
+            if self.shard[1] == context.num_input_pipelines:  # loaded as this worker's shard
+                index, count = 0, 1
+            elif self.shard[1] == 1:
+                index, count = context.input_pipeline_id, context.num_input_pipelines
+            else:
+                raise ValueError(
+                    f"the images were loaded as shard {self.shard[0]} of {self.shard[1]}, but the strategy "
+                    f'has {context.num_input_pipelines} input pipeline(s); load them with shard="auto"'
+                )
+            return self._pipeline(index, count, batch, local_replicas, shuffle, seed, one_hot)
+
+        return strategy.distribute_datasets_from_function(pipeline_for_worker)
+
+    def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot) -> tf.data.Dataset:
+        """Batches of shard `index` of `count`, each step giving `local_replicas` whole batches."""
+        images, labels = self.train_images[index::count], self.train_labels[index::count]
+        size = len(labels) - len(labels) % (batch_size * local_replicas)
+        dataset = tf.data.Dataset.from_tensor_slices((images[:size], labels[:size]))
+        if shuffle:
+            dataset = dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True)
+        dataset = _batch_and_scale(dataset, batch_size, drop_remainder=True, one_hot=one_hot)
+        if local_replicas > 1:
+            # A distributed dataset reports the number of per-replica batches as its length,
+            # local_replicas times the number of steps; an unknown length makes Keras run
+            # until the data ends instead.
+            dataset = dataset.filter(lambda images, labels: True)
+        return dataset
+
+    def validation_dataset(self, global_batch_size: int, *, one_hot: bool = False) -> tf.data.Dataset:
+        """Validation (or test) batches of `global_batch_size`, in a fixed order.
+
+        Every worker gets the whole set; Keras splits each batch between workers and replicas.
+        """
+        dataset = tf.data.Dataset.from_tensor_slices((self.validation_images, self.validation_labels))
+        return _batch_and_scale(dataset, global_batch_size, drop_remainder=False, one_hot=one_hot)
+
+
+def _batch_and_scale(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool, one_hot: bool):
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"the batch size must be a positive integer, received: {batch_size!r}")
+
+    def scale(images, labels):
+        labels = tf.one_hot(labels, len(CLASS_NAMES)) if one_hot else labels
+        return tf.cast(images, tf.float32) / 255.0, labels
+
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(scale, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _decode_image(data: tf.Tensor) -> tf.Tensor:
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def decode_images(blobs: list[bytes] | list[str], names: list[str], *, from_files: bool) -> np.ndarray:
+    """Decodes encoded images (or the files at those paths) into one uint8 array.
+
+    Raises:
+        ValueError: an image is corrupt or not 32 x 32; the message names it.
+    """
+    if not names:
+        return np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices(list(blobs))
+    if from_files:
+        dataset = dataset.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(_decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    images = []
+    try:
+        for image in dataset:
+            if tuple(image.shape) != IMAGE_SHAPE:
+                name = names[len(images)]
+                raise ValueError(f"{name}: expected a 32x32 RGB image, found shape {tuple(image.shape)}")
+            images.append(image.numpy())
+    except tf.errors.InvalidArgumentError as error:
+        name = names[len(images)]
+        raise ValueError(f"{name}: not a readable image ({error.message.splitlines()[0]})") from None
+    return np.stack(images)
+
+
+def _folder_root(data_dir: str) -> str:
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"CIFAR-10 image folder not found: {data_dir}")
+    for root in (data_dir, os.path.join(data_dir, "train")):
+        if os.path.isdir(root) and set(CLASS_NAMES) <= set(os.listdir(root)):
+            return root
+    raise FileNotFoundError(
+        f"{data_dir} is not a CIFAR-10 image folder: expected one folder per class "
+        f"({', '.join(CLASS_NAMES)}) in it or in {os.path.join(data_dir, 'train')}"
+    )
+
+
+def list_image_folder(data_dir: str) -> tuple[list[str], np.ndarray]:
+    """Paths (sorted per class) and labels of every image under a CIFAR-10 image folder."""
+    root = _folder_root(data_dir)
+    paths, labels = [], []
+    for label, name in enumerate(CLASS_NAMES):
+        folder = os.path.join(root, name)
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class folder {folder}")
+        paths.extend(os.path.join(folder, f) for f in files)
+        labels.extend([label] * len(files))
+    return paths, np.asarray(labels, np.int64)
+
+
+def _split(count: int, validation_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index arrays; the same on every worker."""
+    if validation_size is None:
+        validation_size = min(5000, count // 10)
+    if not 0 <= validation_size < count:
+        raise ValueError(f"validation_size must be in [0, {count}), received: {validation_size}")
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[validation_size:]), np.sort(order[:validation_size])
+
+
+def _shard(indices: np.ndarray, train_limit: int | None, shard: tuple[int, int], seed: int) -> np.ndarray:
+    if train_limit is not None:
+        if train_limit < 1:
+            raise ValueError(f"train_limit must be a positive integer, received: {train_limit}")
+        chosen = np.random.default_rng(seed + 1).permutation(len(indices))[:train_limit]
+        indices = np.sort(indices[chosen])
+    index, count = shard
+    # Equal shards, so that every worker runs the same number of steps.
+    return indices[: len(indices) - len(indices) % count][index::count]
+
+
+def _tfds_builder(data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    return tfds.builder("cifar10", data_dir=data_dir)
+
+
+def tfds_prepared(data_dir: str | None = None) -> bool:
+    """True when tensorflow-datasets' `cifar10` is on disk (TFDS_DATA_DIR or `data_dir`)."""
+    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    if not os.path.isdir(os.path.join(root, "cifar10")):
+        return False
+    try:
+        return _tfds_builder(data_dir).is_prepared()
+    except Exception:  # an unreadable tfds directory is "not prepared", not a crash of "auto"
+        return False
+
+
+def _resolve_shard(shard) -> tuple[int, int]:
+    if shard == "auto":
+        info = cluster.task_info()
+        return (info.worker_index, info.num_workers)
+    if shard is None:
+        return (0, 1)
+    index, count = shard
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, received: {shard!r}")
+    return (index, count)
+
+
+def load_cifar10(
+    source: str = "auto",
+    *,
+    data_dir: str | None = None,
+    validation_size: int | None = None,
+    train_limit: int | None = None,
+    validation_limit: int | None = None,
+    shard="auto",
+    seed: int = 0,
+) -> Cifar10:
+    """Loads CIFAR-10 and says where from.
+
+    Args:
+        source: "auto" (default), "tfds", "folder" or "sample" (see the module docstring).
+        data_dir: the image folder for "folder" (and "auto"); the tensorflow-datasets
+            directory for "tfds" (default: TFDS_DATA_DIR, else ~/tensorflow_datasets).
+        validation_size: images carved out of a folder or the sample for validation
+            (default: 5,000, at most a tenth). Ignored for "tfds", which has a test split.
+        train_limit: keep only this many training images (a seeded random choice), for
+            quick runs; applied before sharding.
+        validation_limit: keep only the first this many validation images.
+        shard: "auto" (default: this worker's shard when TF_CONFIG describes a cluster),
+            None (everything), or (index, count).
+        seed: seed of the validation split and of `train_limit`'s choice (default 0).
+
+    Raises:
+        FileNotFoundError: the folder, a class folder or its images are missing (names the path).
+        ValueError: a corrupt or wrongly sized image (names it), or a bad argument.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, received: {source!r}")
+    shard = _resolve_shard(shard)
+    if source == "auto":
+        source = "folder" if data_dir else ("tfds" if tfds_prepared() else "sample")
+    if source == "folder":
+        if not data_dir:
+            raise ValueError('source="folder" needs data_dir, the folder with one folder per class')
+        paths, labels = list_image_folder(data_dir)
+        train, validation = _split(len(paths), validation_size, seed)
+        train = _shard(train, train_limit, shard, seed)
+        validation = validation[:validation_limit]
+        return Cifar10(
+            decode_images([paths[i] for i in train], [paths[i] for i in train], from_files=True),
+            labels[train],
+            decode_images([paths[i] for i in validation], [paths[i] for i in validation], from_files=True),
+            labels[validation],
+            "folder",
+            os.path.abspath(_folder_root(data_dir)),
+            "validation",
+            shard,
+        )
+    if source == "sample":
+        with np.load(SAMPLE_PATH) as sample:
+            data, offsets, labels = sample["jpeg_bytes"].tobytes(), sample["offsets"], sample["labels"]
+        blobs = [data[offsets[i] : offsets[i + 1]] for i in range(len(labels))]
+        names = [f"{SAMPLE_PATH}[{i}]" for i in range(len(labels))]
+        train, validation = _split(len(blobs), validation_size, seed)
+        train = _shard(train, train_limit, shard, seed)
+        validation = validation[:validation_limit]
+        return Cifar10(
+            decode_images([blobs[i] for i in train], [names[i] for i in train], from_files=False),
+            labels[train],
+            decode_images([blobs[i] for i in validation], [names[i] for i in validation], from_files=False),
+            labels[validation],
+            "sample",
+            SAMPLE_PATH,
+            "validation",
+            shard,
+        )
+    return _load_tfds(data_dir, train_limit, validation_limit, shard, seed)
+
+
+def _load_tfds(data_dir, train_limit, validation_limit, shard, seed) -> Cifar10:
+    import tensorflow_datasets as tfds
+
+    builder = _tfds_builder(data_dir)
+    builder.download_and_prepare()
+    train_all = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1, as_supervised=True))
+    test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1, as_supervised=True))
+    train = _shard(np.arange(len(train_all[1])), train_limit, shard, seed)
+    return Cifar10(
+        train_all[0][train],
+        train_all[1][train].astype(np.int64),
+        test[0][:validation_limit],
+        test[1][:validation_limit].astype(np.int64),
+        "tfds",
+        builder.data_dir,
+        "test",
+        shard,
+    )

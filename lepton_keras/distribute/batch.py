@@ -1,0 +1,87 @@
+"""Batch-size arithmetic for data-parallel training.
+
+With R replicas each computing gradients on a per-replica batch b, one step sees the
+global batch B = R * b. Keras datasets are batched by the *global* batch size; the
+strategy splits every batch between replicas.
+
+The linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training
+ImageNet in 1 Hour", arXiv:1706.02677): when the global batch grows by a factor k,
+multiply the learning rate by k,
+
+    lr(B) = lr_base * B / B_base,
+
+and warm the learning rate up over the first epochs for large k.
+"""
+
+from __future__ import annotations
+
+
+def _replica_count(strategy_or_count) -> int:
+    if strategy_or_count is None:
+        return 1
+    if isinstance(strategy_or_count, int) and not isinstance(strategy_or_count, bool):
+        count = strategy_or_count
+    else:
+        count = getattr(strategy_or_count, "num_replicas_in_sync", None)
+        if count is None:
+            raise TypeError(
+                "expected a tf.distribute.Strategy or a replica count, "
+                f"received: {strategy_or_count!r}"
+            )
+    if count < 1:
+        raise ValueError(f"the replica count must be at least 1, received: {count}")
+    return count
+
+
+def global_batch_size(per_replica_batch_size: int, strategy=None) -> int:
+    """Global batch size B = replicas * per-replica batch size.
+
+    Args:
+        per_replica_batch_size: examples each replica processes per step.
+        strategy: a `tf.distribute.Strategy` or a replica count; None means 1 replica.
+
+    Example:
+        >>> global_batch_size(64, 4)
+        256
+    """
+    if not isinstance(per_replica_batch_size, int) or per_replica_batch_size < 1:
+        raise ValueError(
+            f"per_replica_batch_size must be a positive integer, received: {per_replica_batch_size!r}"
+        )
+    return per_replica_batch_size * _replica_count(strategy)
+
+
+def per_replica_batch_size(global_batch: int, strategy=None) -> int:
+    """Per-replica batch size b = B / replicas; B must divide evenly.
+
+    Example:
+        >>> per_replica_batch_size(256, 4)
+        64
+    """
+    replicas = _replica_count(strategy)
+    if not isinstance(global_batch, int) or global_batch < 1 or global_batch % replicas:
+        raise ValueError(
+            f"the global batch size must be a positive multiple of the {replicas} replica(s), "
+            f"received: {global_batch!r}"
+        )
+    return global_batch // replicas
+
+
+def scale_learning_rate(base_learning_rate: float, global_batch: int, base_batch_size: int = 256) -> float:
+    """The linear scaling rule lr = lr_base * B / B_base (Goyal et al. 2017).
+
+    Args:
+        base_learning_rate: learning rate tuned for `base_batch_size`.
+        global_batch: the global batch size you train with.
+        base_batch_size: the batch size `base_learning_rate` was tuned for (default 256).
+
+    Example:
+        >>> scale_learning_rate(0.1, 1024)
+        0.4
+    """
+    if base_learning_rate <= 0:
+        raise ValueError(f"base_learning_rate must be positive, received: {base_learning_rate!r}")
+    for name, value in (("global_batch", global_batch), ("base_batch_size", base_batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, received: {value!r}")
+    return base_learning_rate * global_batch / base_batch_size

@@ -1,0 +1,139 @@
+"""Train one model K steps on the same global batches under different strategies, and compare.
+
+    case = TrainingCase("tests.cases:tutorial_cnn_adam", "tests.cases:cifar10_sample", steps=5)
+    reference = run_case(case)                       # (a) no strategy
+    mirrored = run_case(case, replicas=2)            # (b) MirroredStrategy over 2 logical CPUs
+    worker_0, worker_1 = run_case_on_workers(case)   # (c) 2 local worker processes
+    assert max_difference(reference, mirrored) < 1e-5
+
+`model_fn` and `data_fn` are "module:function" names, so worker processes can import
+them: `model_fn()` returns a compiled model (it is called inside the strategy's scope),
+`data_fn(count, seed)` returns NumPy inputs and targets with `count` rows. Every run
+starts from the same seed, sees batch k = rows [k B, (k + 1) B) of the same data
+(Keras splits each global batch between replicas and workers), and returns the weights
+and optimizer variables after `steps` steps.
+
+Run as a module, this file is the worker program of `run_case_on_workers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import io
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCase:
+    model_fn: str
+    data_fn: str
+    steps: int = 5
+    global_batch_size: int = 16
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    weights: list[np.ndarray]
+    optimizer_variables: list[np.ndarray]
+    loss: float
+
+    def arrays(self) -> list[np.ndarray]:
+        return [*self.weights, *self.optimizer_variables]
+
+
+def _resolve(name: str):
+    module, function = name.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _train(case: TrainingCase, strategy) -> TrainingResult:
+    import keras
+    import tensorflow as tf
+
+    x, y = _resolve(case.data_fn)(case.steps * case.global_batch_size, case.seed)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(case.global_batch_size)
+    keras.utils.set_random_seed(case.seed)
+    with strategy.scope():
+        model = _resolve(case.model_fn)()
+    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    return TrainingResult(
+        weights=[np.array(w) for w in model.get_weights()],
+        optimizer_variables=[np.array(v) for v in model.optimizer.variables],
+        loss=float(history.history["loss"][-1]),
+    )
+
+
+def run_case(case: TrainingCase, replicas: int | None = None) -> TrainingResult:
+    """Trains in this process: no strategy (None) or MirroredStrategy over `replicas` CPUs."""
+    import tensorflow as tf
+
+    from lepton_keras.distribute import get_strategy
+
+    strategy = tf.distribute.get_strategy() if replicas is None else get_strategy("mirrored", cpu_replicas=replicas)
+    return _train(case, strategy)
+
+
+def run_case_on_workers(case: TrainingCase, workers: int = 2) -> list[TrainingResult]:
+    """Trains as `workers` local processes under MultiWorkerMirroredStrategy; one result each."""
+    from lepton_keras.distribute.launcher import launch
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        output = io.StringIO()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")])}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        command = [
+            sys.executable, "-m", "tests.harness",
+            "--case", json.dumps(dataclasses.asdict(case)), "--out", out_dir,
+        ]  # fmt: skip
+        status = launch(command, workers, env=env, out=output)
+        if status != 0:
+            raise RuntimeError(f"the workers failed with exit status {status}:\n{output.getvalue()}")
+        return [_load_result(os.path.join(out_dir, f"worker_{index}.npz")) for index in range(workers)]
+
+
+def _save_result(result: TrainingResult, path: str) -> None:
+    arrays = {f"weight_{i}": w for i, w in enumerate(result.weights)}
+    arrays.update({f"optimizer_{i}": v for i, v in enumerate(result.optimizer_variables)})
+    np.savez(path, loss=result.loss, **arrays)
+
+
+def _load_result(path: str) -> TrainingResult:
+    with np.load(path) as saved:
+        def ordered(prefix):
+            return [saved[f"{prefix}_{i}"] for i in range(sum(k.startswith(prefix) for k in saved.files))]
+
+        return TrainingResult(ordered("weight"), ordered("optimizer"), float(saved["loss"]))
+
+
+def max_difference(a: TrainingResult, b: TrainingResult) -> float:
+    """Largest absolute difference over all weights and optimizer variables."""
+    arrays_a, arrays_b = a.arrays(), b.arrays()
+    if len(arrays_a) != len(arrays_b) or any(x.shape != y.shape for x, y in zip(arrays_a, arrays_b)):
+        raise ValueError("the two runs have different variables")
+    return max(float(np.max(np.abs(x.astype(np.float64) - y))) if x.size else 0.0 for x, y in zip(arrays_a, arrays_b))
+
+
+def _worker_main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    from lepton_keras.distribute import get_strategy, task_info
+
+    strategy = get_strategy("multi_worker")
+    result = _train(TrainingCase(**json.loads(args.case)), strategy)
+    _save_result(result, os.path.join(args.out, f"worker_{task_info(strategy).worker_index}.npz"))
+
+
+if __name__ == "__main__":
+    _worker_main()
