@@ -65,11 +65,16 @@ def _train(case: TrainingCase, strategy) -> TrainingResult:
     keras.utils.set_random_seed(case.seed)
     with strategy.scope():
         model = _resolve(case.model_fn)()
-    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    if case.steps:
+        loss = model.fit(dataset, epochs=1, shuffle=False, verbose=0).history["loss"][-1]
+    else:  # the starting point: built, untrained
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+        loss = float("nan")
     return TrainingResult(
         weights=[np.array(w) for w in model.get_weights()],
         optimizer_variables=[np.array(v) for v in model.optimizer.variables],
-        loss=float(history.history["loss"][-1]),
+        loss=float(loss),
     )
 
 
@@ -83,21 +88,27 @@ def run_case(case: TrainingCase, replicas: int | None = None) -> TrainingResult:
     return _train(case, strategy)
 
 
-def run_case_on_workers(case: TrainingCase, workers: int = 2) -> list[TrainingResult]:
-    """Trains as `workers` local processes under MultiWorkerMirroredStrategy; one result each."""
+def launch_workers(module: str, args: list[str], workers: int = 2) -> str:
+    """Runs `python -m module args` as `workers` local workers; returns their prefixed output.
+
+    Raises:
+        RuntimeError: a worker failed (the message holds every worker's output).
+    """
     from lepton_keras.distribute.launcher import launch
 
+    output = io.StringIO()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")])}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    status = launch([sys.executable, "-m", module, *args], workers, env=env, out=output)
+    if status != 0:
+        raise RuntimeError(f"the workers failed with exit status {status}:\n{output.getvalue()}")
+    return output.getvalue()
+
+
+def run_case_on_workers(case: TrainingCase, workers: int = 2) -> list[TrainingResult]:
+    """Trains as `workers` local processes under MultiWorkerMirroredStrategy; one result each."""
     with tempfile.TemporaryDirectory() as out_dir:
-        output = io.StringIO()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")])}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        command = [
-            sys.executable, "-m", "tests.harness",
-            "--case", json.dumps(dataclasses.asdict(case)), "--out", out_dir,
-        ]  # fmt: skip
-        status = launch(command, workers, env=env, out=output)
-        if status != 0:
-            raise RuntimeError(f"the workers failed with exit status {status}:\n{output.getvalue()}")
+        launch_workers("tests.harness", ["--case", json.dumps(dataclasses.asdict(case)), "--out", out_dir], workers)
         return [_load_result(os.path.join(out_dir, f"worker_{index}.npz")) for index in range(workers)]
 
 

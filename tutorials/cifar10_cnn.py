@@ -79,16 +79,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: auto)")
     parser.add_argument(
-        "--smoke", action="store_true", help="a few steps on a few hundred images (for tests)"
+        "--smoke", action="store_true", help="1 epoch of 4 steps on 256 images, 128 to validate (for tests)"
     )
     return parser.parse_args(argv)
 
 
-def plot_curves(history: dict, path: str) -> None:
+def strategy_name(strategy) -> str:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "MirroredStrategy"
+    return "default strategy"
+
+
+def plot_curves(history: dict, title: str, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = range(1, len(history["loss"]) + 1)
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
@@ -97,9 +106,10 @@ def plot_curves(history: dict, path: str) -> None:
         if f"val_{key}" in history:
             axes.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(key)
         axes.legend()
-    figure.suptitle("CIFAR-10 CNN")
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -108,7 +118,7 @@ def plot_curves(history: dict, path: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.smoke:
-        args.epochs, args.train_limit = 1, args.train_limit or 256
+        args.epochs, args.train_limit, args.batch_size = 1, args.train_limit or 256, min(args.batch_size, 64)
     strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas)
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(args.seed)
@@ -121,7 +131,7 @@ def main(argv=None) -> dict:
         seed=args.seed,
     )
     print(data.describe())
-    print(f"strategy: {type(strategy).__name__} with {replicas} replica(s), global batch {args.batch_size}")
+    print(f"strategy: {strategy_name(strategy)} with {replicas} replica(s), global batch {args.batch_size}")
     train = data.train_dataset(args.batch_size, strategy=strategy, seed=args.seed, one_hot=True)
     validation = data.validation_dataset(args.batch_size, one_hot=True)
 
@@ -144,7 +154,7 @@ def main(argv=None) -> dict:
     summary = {
         "data": data.describe(),
         "source": data.source,
-        "strategy": type(strategy).__name__,
+        "strategy": strategy_name(strategy),
         "replicas": replicas,
         "workers": distribute.task_info(strategy).num_workers,
         "epochs": args.epochs,
@@ -160,7 +170,8 @@ def main(argv=None) -> dict:
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "summary.json"), "w") as file:
             json.dump(summary, file, indent=2)
-        plot_curves(history.history, os.path.join(args.output_dir, "curves.png"))
+        title = f"CIFAR-10 CNN, {strategy_name(strategy)}, {replicas} replica(s), global batch {args.batch_size}"
+        plot_curves(history.history, title, os.path.join(args.output_dir, "curves.png"))
         print(f"wrote {args.output_dir}/summary.json and curves.png")
     return summary
 

@@ -237,16 +237,20 @@ def _shard(indices: np.ndarray, train_limit: int | None, shard: tuple[int, int],
     return indices[: len(indices) - len(indices) % count][index::count]
 
 
+def _tfds_data_dir(data_dir: str | None) -> str:
+    # Read TFDS_DATA_DIR now: tensorflow-datasets reads it once, when it is imported.
+    return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
 def _tfds_builder(data_dir: str | None):
     import tensorflow_datasets as tfds
 
-    return tfds.builder("cifar10", data_dir=data_dir)
+    return tfds.builder("cifar10", data_dir=_tfds_data_dir(data_dir))
 
 
 def tfds_prepared(data_dir: str | None = None) -> bool:
     """True when tensorflow-datasets' `cifar10` is on disk (TFDS_DATA_DIR or `data_dir`)."""
-    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-    if not os.path.isdir(os.path.join(root, "cifar10")):
+    if not os.path.isdir(os.path.join(_tfds_data_dir(data_dir), "cifar10")):
         return False
     try:
         return _tfds_builder(data_dir).is_prepared()
@@ -338,21 +342,29 @@ def load_cifar10(
     return _load_tfds(data_dir, train_limit, validation_limit, shard, seed)
 
 
+def _tfds_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    images, labels = [], []
+    for image_batch, label_batch in dataset.batch(_DECODE_BATCH):
+        images.append(image_batch.numpy())
+        labels.append(label_batch.numpy())
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
 def _load_tfds(data_dir, train_limit, validation_limit, shard, seed) -> Cifar10:
     import tensorflow_datasets as tfds
 
     builder = _tfds_builder(data_dir)
     builder.download_and_prepare()
-    train_all = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1, as_supervised=True))
-    test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1, as_supervised=True))
-    train = _shard(np.arange(len(train_all[1])), train_limit, shard, seed)
+    if train_limit is not None and train_limit < 1:
+        raise ValueError(f"train_limit must be a positive integer, received: {train_limit}")
+    split = "train" if train_limit is None else f"train[:{train_limit}]"
+    index, count = shard
+    if count > 1:  # equal contiguous parts: each worker reads only its own records
+        split = tfds.even_splits(split, count, drop_remainder=True)[index]
+    train_images, train_labels = _tfds_arrays(builder, split)
+    test_split = "test" if validation_limit is None else f"test[:{validation_limit}]"
+    test_images, test_labels = _tfds_arrays(builder, test_split)
     return Cifar10(
-        train_all[0][train],
-        train_all[1][train].astype(np.int64),
-        test[0][:validation_limit],
-        test[1][:validation_limit].astype(np.int64),
-        "tfds",
-        builder.data_dir,
-        "test",
-        shard,
+        train_images, train_labels, test_images, test_labels, "tfds", builder.data_dir, "test", shard
     )

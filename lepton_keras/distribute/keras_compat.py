@@ -135,6 +135,11 @@ def active_patches() -> list[str]:
     return active
 
 
+def active_functions() -> tuple:
+    """The trainer functions Keras currently uses (to check that patching twice changes nothing)."""
+    return (tf_trainer.TensorFlowTrainer._maybe_symbolic_build, tf_trainer.reduce_per_replica)
+
+
 def unpatch_keras() -> None:
     """Restores Keras's own functions (for tests)."""
     with _lock:

@@ -1,0 +1,38 @@
+import pytest
+import tensorflow as tf
+
+from lepton_keras.distribute import get_strategy, global_batch_size, per_replica_batch_size, scale_learning_rate
+
+
+def test_global_batch_is_replicas_times_per_replica_batch():
+    assert global_batch_size(64) == 64
+    assert global_batch_size(64, 4) == 256
+    assert global_batch_size(32, get_strategy("mirrored", cpu_replicas=2)) == 64
+    assert global_batch_size(32, tf.distribute.get_strategy()) == 32
+
+
+def test_per_replica_batch_divides_the_global_batch():
+    assert per_replica_batch_size(256, 4) == 64
+    with pytest.raises(ValueError, match="multiple of the 4 replica"):
+        per_replica_batch_size(250, 4)
+
+
+def test_linear_scaling_rule_of_goyal_et_al():
+    # Goyal et al. 2017: lr 0.1 for 256 images, so 8k images (32x) take lr 3.2.
+    assert scale_learning_rate(0.1, 8192) == pytest.approx(3.2)
+    assert scale_learning_rate(1e-3, 64, base_batch_size=128) == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: global_batch_size(0), "per_replica_batch_size must be a positive integer"),
+        (lambda: global_batch_size(8, 0), "replica count must be at least 1"),
+        (lambda: global_batch_size(8, "two"), "expected a tf.distribute.Strategy or a replica count"),
+        (lambda: scale_learning_rate(-1.0, 256), "base_learning_rate must be positive"),
+        (lambda: scale_learning_rate(0.1, 0), "global_batch must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()

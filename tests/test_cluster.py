@@ -1,0 +1,100 @@
+import json
+import os
+
+import pytest
+
+from lepton_keras.distribute import chief_path, is_chief, task_info, worker_path
+from lepton_keras.distribute.cluster import parse_tf_config
+
+
+def tf_config(cluster, task_type, index):
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+WORKERS = {"worker": ["127.0.0.1:1111", "127.0.0.1:2222", "127.0.0.1:3333"]}
+WITH_CHIEF = {"chief": ["127.0.0.1:1000"], "worker": ["127.0.0.1:1111", "127.0.0.1:2222"]}
+
+
+def test_without_a_cluster_this_process_is_the_chief(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    info = task_info()
+    assert (info.task_type, info.task_index, info.num_workers, info.worker_index, info.is_chief) == (
+        "worker", 0, 1, 0, True,
+    )  # fmt: skip
+    assert worker_path("backup") == "backup"
+    assert chief_path("ckpt/model.keras") == "ckpt/model.keras"
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, index, chief, worker_index",
+    [
+        (WORKERS, "worker", 0, True, 0),
+        (WORKERS, "worker", 2, False, 2),
+        (WITH_CHIEF, "chief", 0, True, 0),
+        (WITH_CHIEF, "worker", 0, False, 1),
+        (WITH_CHIEF, "worker", 1, False, 2),
+    ],
+)
+def test_the_chief_is_the_chief_task_or_worker_zero(monkeypatch, cluster, task_type, index, chief, worker_index):
+    monkeypatch.setenv("TF_CONFIG", tf_config(cluster, task_type, index))
+    info = task_info()
+    assert is_chief() is chief
+    assert info.worker_index == worker_index
+    assert info.num_workers == 3
+
+
+def test_every_worker_gets_paths_no_other_worker_uses(monkeypatch):
+    backups, checkpoints, logs = set(), set(), set()
+    for index in range(3):
+        monkeypatch.setenv("TF_CONFIG", tf_config(WORKERS, "worker", index))
+        backups.add(worker_path("run/backup"))
+        checkpoints.add(chief_path("run/ckpt/model.keras"))
+        logs.add(chief_path("run/logs/"))
+    assert backups == {os.path.join("run/backup", f"worker_{i}") for i in range(3)}
+    assert checkpoints == {
+        "run/ckpt/model.keras",
+        os.path.join("run/ckpt", ".workers", "worker_1", "model.keras"),
+        os.path.join("run/ckpt", ".workers", "worker_2", "model.keras"),
+    }
+    assert "run/logs/" in logs and len(logs) == 3
+
+
+def test_helpers_read_the_strategy_cluster_resolver_before_tf_config(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setenv("TF_CONFIG", tf_config(WORKERS, "worker", 0))
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(WORKERS), task_type="worker", task_id=1
+    )
+
+    class StrategyWithResolver:
+        cluster_resolver = resolver
+
+    assert not is_chief(StrategyWithResolver())
+    assert worker_path("b", StrategyWithResolver()) == os.path.join("b", "worker_1")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"task": {"type": "worker", "index": 0}}', 'non-empty "cluster"'),
+        ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', "list of"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', '"task" with "type" and "index"'),
+        (tf_config(WORKERS, "chief", 0), "task type 'chief' is not in the cluster"),
+        (tf_config(WORKERS, "worker", 3), r"task index 3 is outside the cluster.*\[0, 2\]"),
+        (tf_config(WORKERS, "worker", -1), "task index -1 is outside the cluster"),
+    ],
+)
+def test_malformed_tf_config_is_a_clear_error(monkeypatch, text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_tf_config(text)
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        is_chief()
+
+
+def test_empty_tf_config_means_no_cluster():
+    assert parse_tf_config("") is None
+    assert parse_tf_config("  ") is None

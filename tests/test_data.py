@@ -1,0 +1,248 @@
+"""CIFAR-10 loading: the three sources, errors that name the path, sharding, pipelines."""
+
+import hashlib
+import json
+import os
+import tarfile
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lepton_keras.data import CLASS_NAMES, load_cifar10, tfds_prepared
+from lepton_keras.data.cifar10 import SAMPLE_PATH
+from lepton_keras.distribute import get_strategy
+from tests.harness import REPO_ROOT, launch_workers
+
+ARCHIVE = os.path.join(REPO_ROOT, "..", "shared", "datasets", "cifar10-train-jpeg.tar.gz")
+PER_CLASS = 12
+
+
+def sample_jpegs():
+    with np.load(SAMPLE_PATH) as sample:
+        data, offsets, labels = sample["jpeg_bytes"].tobytes(), sample["offsets"], sample["labels"]
+    return [(data[offsets[i] : offsets[i + 1]], int(labels[i])) for i in range(len(labels))]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A small CIFAR-10 image folder (`train/<class>/NNNN.jpg`) made from the bundled sample."""
+    counts = dict.fromkeys(range(10), 0)
+    for blob, label in sample_jpegs():
+        if counts[label] < PER_CLASS:
+            folder = tmp_path / "train" / CLASS_NAMES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{counts[label]:04d}.jpg").write_bytes(blob)
+            counts[label] += 1
+    return tmp_path
+
+
+def hashes(images):
+    return {hashlib.sha1(image.tobytes()).hexdigest() for image in images}
+
+
+def test_the_bundled_sample_is_2000_real_images_under_2_mb():
+    assert os.path.getsize(SAMPLE_PATH) < 2_000_000
+    data = load_cifar10("sample", shard=None)
+    assert data.source == "sample" and "sample" in data.describe()
+    assert data.train_images.shape == (1800, 32, 32, 3) and data.train_images.dtype == np.uint8
+    assert data.validation_images.shape == (200, 32, 32, 3)
+    labels = np.concatenate([data.train_labels, data.validation_labels])
+    assert np.bincount(labels).tolist() == [200] * 10
+    assert 40 < data.train_images.mean() < 200 and data.train_images.std() > 30  # photos, not blanks
+    assert not hashes(data.train_images) & hashes(data.validation_images)
+
+
+def test_the_validation_split_is_seeded():
+    first, again, other = (load_cifar10("sample", shard=None, seed=s) for s in (0, 0, 1))
+    np.testing.assert_array_equal(first.validation_images, again.validation_images)
+    assert hashes(first.validation_images) != hashes(other.validation_images)
+
+
+@pytest.mark.parametrize("subfolder", ["", "train"])
+def test_an_image_folder_is_read_with_its_labels(image_folder, subfolder):
+    data = load_cifar10(data_dir=str(image_folder / subfolder), validation_size=20, shard=None)
+    assert data.source == "folder" and str(image_folder / "train") in data.describe()
+    assert len(data.train_labels) == 10 * PER_CLASS - 20 and len(data.validation_labels) == 20
+    expected = {}
+    for blob, label in sample_jpegs():
+        expected.setdefault(hashlib.sha1(tf.io.decode_jpeg(blob).numpy().tobytes()).hexdigest(), label)
+    for image, label in zip(data.train_images, data.train_labels):
+        assert expected[hashlib.sha1(image.tobytes()).hexdigest()] == label
+
+
+def test_auto_reads_the_folder_given_else_the_sample(image_folder, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("empty_tfds")))
+    assert load_cifar10(data_dir=str(image_folder), shard=None).source == "folder"
+    assert load_cifar10(shard=None).source == "sample"
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir(tmp_path_factory):
+    """A real tensorflow-datasets `cifar10` directory, prepared by tfds's own builder from
+    bundled-sample images written in the CIFAR-10 binary format (100 train, 20 test); only
+    the download is replaced, since the tests have no network."""
+    import tensorflow_datasets as tfds
+
+    root = tmp_path_factory.mktemp("cifar10_download")
+    batches = root / "cifar-10-batches-bin"
+    batches.mkdir()
+    (batches / "batches.meta.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    images = [(tf.io.decode_jpeg(blob).numpy(), label) for blob, label in sample_jpegs()[::16][:120]]
+
+    def records(pairs):
+        return b"".join(bytes([label]) + image.transpose(2, 0, 1).tobytes() for image, label in pairs)
+
+    for part in range(5):
+        (batches / f"data_batch_{part + 1}.bin").write_bytes(records(images[20 * part : 20 * (part + 1)]))
+    (batches / "test_batch.bin").write_bytes(records(images[100:]))
+    data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
+    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", return_value=str(root)):
+        tfds.builder("cifar10", data_dir=str(data_dir)).download_and_prepare()
+    return data_dir, hashes(image for image, _ in images[:100]), hashes(image for image, _ in images[100:])
+
+
+def test_tensorflow_datasets_is_read_when_prepared_and_shards_by_records(tfds_data_dir, monkeypatch):
+    data_dir, train_hashes, test_hashes = tfds_data_dir
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
+    assert tfds_prepared()
+    whole = load_cifar10(shard=None)  # "auto" picks tensorflow-datasets once it is on disk
+    assert whole.source == "tfds" and whole.validation_name == "test" and "tfds" in whole.describe()
+    assert hashes(whole.train_images) == train_hashes and hashes(whole.validation_images) == test_hashes
+    halves = [load_cifar10("tfds", shard=(i, 2)) for i in range(2)]
+    first, second = (hashes(half.train_images) for half in halves)
+    assert len(first) == len(second) == 50 and first | second == train_hashes
+    assert len(load_cifar10("tfds", data_dir=str(data_dir), validation_limit=5, shard=None).validation_labels) == 5
+
+
+def test_a_missing_folder_is_an_error_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
+        load_cifar10(data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a CIFAR-10 image folder"):
+        load_cifar10(data_dir=str(tmp_path))
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(image_folder):
+    cat = image_folder / "train" / "cat"
+    for file in cat.iterdir():
+        file.unlink()
+    with pytest.raises(FileNotFoundError, match=f"no images .* in class folder {cat}"):
+        load_cifar10(data_dir=str(image_folder))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"this is not an image", "not a readable image"),
+        ("truncated", "not a readable image"),
+        ("large", "expected a 32x32 RGB image, found shape"),
+    ],
+)
+def test_a_corrupt_image_is_an_error_naming_it(image_folder, content, message):
+    bad = image_folder / "train" / "dog" / "0003.jpg"
+    if content == "truncated":
+        content = bad.read_bytes()[:200]
+    elif content == "large":
+        content = tf.io.encode_jpeg(tf.zeros((64, 64, 3), tf.uint8)).numpy()
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{bad}: {message}"):
+        load_cifar10(data_dir=str(image_folder), validation_size=0, shard=None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"source": "imagenet"}, "source must be one of"),
+        ({"source": "folder"}, 'source="folder" needs data_dir'),
+        ({"source": "sample", "shard": (2, 2)}, "shard must be"),
+        ({"source": "sample", "validation_size": 2000}, r"validation_size must be in \[0, 2000\)"),
+        ({"source": "sample", "train_limit": 0}, "train_limit must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_cifar10(**kwargs)
+
+
+def test_shards_are_distinct_equal_and_cover_the_training_set(monkeypatch):
+    whole = load_cifar10("sample", shard=None)
+    shards = [load_cifar10("sample", shard=(i, 3)) for i in range(3)]
+    assert [len(s.train_labels) for s in shards] == [600, 600, 600]
+    parts = [hashes(s.train_images) for s in shards]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert set().union(*parts) == hashes(whole.train_images)
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}),
+    )
+    assert load_cifar10("sample").shard == (1, 2)
+
+
+def test_pipelines_give_scaled_global_batches():
+    data = load_cifar10("sample", shard=None, train_limit=100, validation_limit=50)
+    train = list(data.train_dataset(32, one_hot=True))
+    assert len(train) == 3  # 100 images: the incomplete batch is dropped
+    images, labels = train[0]
+    assert images.shape == (32, 32, 32, 3) and images.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    assert labels.shape == (32, 10) and np.all(np.sum(labels, axis=1) == 1)
+    assert [len(y) for _, y in data.validation_dataset(32)] == [32, 18]
+    with pytest.raises(ValueError, match="multiple of the 4 replica"):
+        data.train_dataset(30, strategy=get_strategy("mirrored", cpu_replicas=4))
+
+
+def count_steps(model, dataset):
+    steps = []
+    callback = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[callback])
+    return len(steps)
+
+
+@pytest.mark.parametrize("per_worker_pipelines", [False, True])
+def test_mirrored_replicas_see_every_training_image_once_per_epoch(per_worker_pipelines):
+    strategy = get_strategy("mirrored", cpu_replicas=2)
+    data = load_cifar10("sample", shard=None, train_limit=300)
+    dataset = data.train_dataset(64, strategy=strategy, per_worker_pipelines=per_worker_pipelines, shuffle=False)
+    seen = []
+    for _, labels in dataset:
+        seen.append(np.concatenate([part.numpy() for part in strategy.experimental_local_results(labels)]))
+    assert [len(step) for step in seen] == [64] * 4
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.sort(data.train_labels[:256]))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert count_steps(model, dataset) == 4
+
+
+def run_sharded_workers(tmp_path, extra_args=()):
+    out = tmp_path / "out"
+    out.mkdir()
+    launch_workers("tests.workers.data_shards", ["--out", str(out), *extra_args])
+    return [json.loads((out / f"worker_{i}.json").read_text()) for i in range(2)]
+
+
+@pytest.mark.multiworker
+def test_each_of_two_workers_reads_and_trains_on_its_own_shard(tmp_path):
+    records = run_sharded_workers(tmp_path)
+    whole = hashes(load_cifar10("sample", shard=None).train_images)
+    first, second = (set(record["train_hashes"]) for record in records)
+    assert [record["shard"] for record in records] == [[0, 2], [1, 2]]
+    assert len(first) == len(second) == 900 and not first & second and first | second == whole
+    assert [record["validation_count"] for record in records] == [200, 200]
+    assert [record["steps"] for record in records] == [1800 // 32] * 2  # 900 images per worker, 16 per step
+
+
+@pytest.mark.multiworker
+@pytest.mark.skipif(not os.path.exists(ARCHIVE), reason="the CIFAR-10 archive (../shared/datasets) is not here")
+def test_the_full_archive_is_read_as_an_image_folder(tmp_path):
+    with tarfile.open(ARCHIVE) as archive:
+        archive.extractall(tmp_path / "cifar10", filter="data")
+    data = load_cifar10(data_dir=str(tmp_path / "cifar10"), shard=None)
+    assert (len(data.train_labels), len(data.validation_labels)) == (45000, 5000)
+    assert np.bincount(np.concatenate([data.train_labels, data.validation_labels])).tolist() == [5000] * 10
+    records = run_sharded_workers(tmp_path, ["--data-dir", str(tmp_path / "cifar10")])
+    first, second = (set(record["train_hashes"]) for record in records)
+    assert len(first) == len(second) == 22500 and not first & second
+    assert first | second == hashes(data.train_images)

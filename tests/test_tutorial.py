@@ -1,0 +1,62 @@
+"""The CIFAR-10 tutorial runs unchanged on one device, 2 CPU replicas and 2 workers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.cases import tutorial_module
+from tests.harness import REPO_ROOT
+
+TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
+
+
+def check_summary(output_dir, replicas, workers):
+    with open(os.path.join(output_dir, "summary.json")) as file:
+        summary = json.load(file)
+    assert summary["source"] == "sample"
+    assert (summary["replicas"], summary["workers"]) == (replicas, workers)
+    assert 0.0 <= summary["final_validation_accuracy"] <= 1.0
+    assert summary["images_per_second"] > 0
+    assert len(summary["history"]["loss"]) == 1
+    with open(os.path.join(output_dir, "curves.png"), "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    return summary
+
+
+def test_the_model_is_the_documented_cnn():
+    model = tutorial_module().build_model()
+    layers = [(type(layer).__name__, getattr(layer, "filters", None) or getattr(layer, "units", None)) for layer in model.layers]
+    assert layers == [
+        ("Conv2D", 32), ("MaxPooling2D", None), ("Conv2D", 64), ("MaxPooling2D", None),
+        ("Flatten", None), ("Dense", 512), ("Dense", 10),
+    ]  # fmt: skip
+    assert model.layers[0].kernel_size == (3, 3) and model.layers[1].pool_size == (2, 2)
+    assert model.layers[-1].activation.__name__ == "softmax" and model.layers[-2].activation.__name__ == "relu"
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_smoke_run_in_this_process(tmp_path, capsys, replicas):
+    argv = ["--smoke", "--output-dir", str(tmp_path)] + (["--cpu-replicas", "2"] if replicas > 1 else [])
+    summary = tutorial_module().main(argv)
+    assert summary == check_summary(tmp_path, replicas, 1)
+    output = capsys.readouterr().out
+    assert "CIFAR-10 from sample" in output and "final validation accuracy" in output and "images/s" in output
+
+
+@pytest.mark.multiworker
+def test_the_same_script_runs_as_two_workers(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lepton_keras.cli", "launch", "--workers", "2", "--",
+         sys.executable, TUTORIAL, "--smoke", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for index in range(2):
+        assert f"[worker {index}] final validation accuracy" in result.stdout
+    check_summary(tmp_path, replicas=2, workers=2)
+    written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
+    assert sorted(written) == sorted([str(tmp_path / "summary.json"), str(tmp_path / "curves.png")])  # chief only

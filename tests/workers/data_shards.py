@@ -1,0 +1,49 @@
+"""Worker program: load CIFAR-10 (this worker's shard), train one epoch, record what was read."""
+
+import argparse
+import hashlib
+import json
+import os
+
+import keras
+
+from lepton_keras.data import load_cifar10
+from lepton_keras.distribute import get_strategy, task_info
+
+GLOBAL_BATCH = 32
+
+
+class CountImages(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    strategy = get_strategy()
+    data = load_cifar10("folder" if args.data_dir else "sample", data_dir=args.data_dir)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    counter = CountImages()
+    model.fit(data.train_dataset(GLOBAL_BATCH, strategy=strategy), epochs=1, verbose=0, callbacks=[counter])
+    record = {
+        "shard": list(data.shard),
+        "describe": data.describe(),
+        "train_hashes": [hashlib.sha1(image.tobytes()).hexdigest() for image in data.train_images],
+        "validation_count": len(data.validation_labels),
+        "steps": counter.steps,
+    }
+    with open(os.path.join(args.out, f"worker_{task_info(strategy).worker_index}.json"), "w") as file:
+        json.dump(record, file)
+
+
+if __name__ == "__main__":
+    main()
