@@ -31,12 +31,22 @@ time.sleep(60)
 """
 
 
-def alive(pid: int) -> bool:
+def running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
     except FileNotFoundError:
         return False
+
+
+def any_alive(pids, timeout=5.0) -> bool:
+    """Whether any of `pids` still runs `timeout` seconds from now (a SIGKILL lands asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while any(running(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def recorded_pids(out_dir, workers):
@@ -79,7 +89,7 @@ def test_a_failing_worker_stops_the_others_and_leaves_no_process(tmp_path, behav
     started = time.monotonic()
     assert launch([sys.executable, "-c", WORKER, str(tmp_path), behaviour], 2, out=out) == status
     assert time.monotonic() - started < 30  # the healthy worker would sleep 60 s
-    assert not any(alive(pid) for pid in recorded_pids(tmp_path, 2))
+    assert not any_alive(recorded_pids(tmp_path, 2))
     assert f"stopped all 2 (exit {status})" in out.getvalue()
 
 
@@ -93,7 +103,7 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
     assert process.returncode == INTERRUPTED_EXIT_CODE
-    assert not any(alive(pid) for pid in recorded_pids(tmp_path, 2))
+    assert not any_alive(recorded_pids(tmp_path, 2))
 
 
 def test_ctrl_c_stops_every_worker(tmp_path):
@@ -106,7 +116,7 @@ def test_ctrl_c_stops_every_worker(tmp_path):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == INTERRUPTED_EXIT_CODE, output
-    assert not any(alive(pid) for pid in recorded_pids(tmp_path, 2))
+    assert not any_alive(recorded_pids(tmp_path, 2))
 
 
 def test_the_cli_returns_the_job_status():

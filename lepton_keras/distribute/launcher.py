@@ -66,6 +66,18 @@ def _stop(processes: list[subprocess.Popen], grace_seconds: float) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    deadline = time.monotonic() + 1.0
+    for process in processes:  # give the kernel a moment to finish the killed groups off
+        while time.monotonic() < deadline and _group_exists(process.pid):
+            time.sleep(_POLL_SECONDS)
+
+
+def _group_exists(group_id: int) -> bool:
+    try:
+        os.killpg(group_id, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 class _Terminated(Exception):

@@ -26,9 +26,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--train-limit", type=int, default=None)
     args = parser.parse_args()
     strategy = get_strategy()
-    data = load_cifar10("folder" if args.data_dir else "sample", data_dir=args.data_dir)
+    data = load_cifar10("folder" if args.data_dir else "sample", data_dir=args.data_dir, train_limit=args.train_limit)
     with strategy.scope():
         model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
