@@ -98,3 +98,22 @@ def test_malformed_tf_config_is_a_clear_error(monkeypatch, text, message):
 def test_empty_tf_config_means_no_cluster():
     assert parse_tf_config("") is None
     assert parse_tf_config("  ") is None
+
+
+@pytest.mark.multiworker
+def test_keras_file_callbacks_never_share_a_file_under_two_workers(tmp_path):
+    import keras
+    import numpy as np
+
+    from tests.harness import launch_workers
+
+    launch_workers("tests.workers.callback_paths", ["--out", str(tmp_path)])
+    assert sorted(os.listdir(tmp_path / "backup")) == ["worker_0", "worker_1"]
+    assert all(os.listdir(tmp_path / "backup" / worker) for worker in ["worker_0", "worker_1"])
+    assert sorted(os.listdir(tmp_path / "ckpt")) == [".workers", "model.keras"]
+    assert os.listdir(tmp_path / "ckpt" / ".workers") == ["worker_1"]
+    assert os.path.isdir(tmp_path / "logs" / "train") and os.listdir(tmp_path / ".workers") == ["worker_1"]
+    final = [np.array(w) for w in json.loads((tmp_path / "weights_0.json").read_text())]
+    saved = keras.models.load_model(tmp_path / "ckpt" / "model.keras").get_weights()
+    for expected, actual in zip(final, saved):
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-7)

@@ -35,7 +35,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 _DECODE_BATCH = 2048
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Cifar10:
     """Images (uint8, N x 32 x 32 x 3) and labels (int64 in [0, 10)) of one worker's shard.
 
@@ -165,7 +165,7 @@ def _decode_image(data: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(data, channels=3, expand_animations=False)
 
 
-def decode_images(blobs: list[bytes] | list[str], names: list[str], *, from_files: bool) -> np.ndarray:
+def _decode_images(blobs: list[bytes] | list[str], names: list[str], *, from_files: bool) -> np.ndarray:
     """Decodes encoded images (or the files at those paths) into one uint8 array.
 
     Raises:
@@ -184,7 +184,7 @@ def decode_images(blobs: list[bytes] | list[str], names: list[str], *, from_file
                 name = names[len(images)]
                 raise ValueError(f"{name}: expected a 32x32 RGB image, found shape {tuple(image.shape)}")
             images.append(image.numpy())
-    except tf.errors.InvalidArgumentError as error:
+    except tf.errors.OpError as error:  # undecodable, or a file that cannot be read
         name = names[len(images)]
         raise ValueError(f"{name}: not a readable image ({error.message.splitlines()[0]})") from None
     return np.stack(images)
@@ -202,7 +202,7 @@ def _folder_root(data_dir: str) -> str:
     )
 
 
-def list_image_folder(data_dir: str) -> tuple[list[str], np.ndarray]:
+def _list_image_folder(data_dir: str) -> tuple[list[str], np.ndarray]:
     """Paths (sorted per class) and labels of every image under a CIFAR-10 image folder."""
     root = _folder_root(data_dir)
     paths, labels = [], []
@@ -304,42 +304,29 @@ def load_cifar10(
     shard = _resolve_shard(shard)
     if source == "auto":
         source = "folder" if data_dir else ("tfds" if tfds_prepared() else "sample")
+    if source == "tfds":
+        return _load_tfds(data_dir, train_limit, validation_limit, shard, seed)
     if source == "folder":
         if not data_dir:
             raise ValueError('source="folder" needs data_dir, the folder with one folder per class')
-        paths, labels = list_image_folder(data_dir)
-        train, validation = _split(len(paths), validation_size, seed)
-        train = _shard(train, train_limit, shard, seed)
-        validation = validation[:validation_limit]
-        return Cifar10(
-            decode_images([paths[i] for i in train], [paths[i] for i in train], from_files=True),
-            labels[train],
-            decode_images([paths[i] for i in validation], [paths[i] for i in validation], from_files=True),
-            labels[validation],
-            "folder",
-            os.path.abspath(_folder_root(data_dir)),
-            "validation",
-            shard,
-        )
-    if source == "sample":
+        paths, labels = _list_image_folder(data_dir)
+        items, names, from_files, location = paths, paths, True, os.path.abspath(_folder_root(data_dir))
+    else:
         with np.load(SAMPLE_PATH) as sample:
             data, offsets, labels = sample["jpeg_bytes"].tobytes(), sample["offsets"], sample["labels"]
-        blobs = [data[offsets[i] : offsets[i + 1]] for i in range(len(labels))]
+        items = [data[offsets[i] : offsets[i + 1]] for i in range(len(labels))]
         names = [f"{SAMPLE_PATH}[{i}]" for i in range(len(labels))]
-        train, validation = _split(len(blobs), validation_size, seed)
-        train = _shard(train, train_limit, shard, seed)
-        validation = validation[:validation_limit]
-        return Cifar10(
-            decode_images([blobs[i] for i in train], [names[i] for i in train], from_files=False),
-            labels[train],
-            decode_images([blobs[i] for i in validation], [names[i] for i in validation], from_files=False),
-            labels[validation],
-            "sample",
-            SAMPLE_PATH,
-            "validation",
-            shard,
-        )
-    return _load_tfds(data_dir, train_limit, validation_limit, shard, seed)
+        from_files, location = False, SAMPLE_PATH
+
+    def decode(indices):
+        return _decode_images([items[i] for i in indices], [names[i] for i in indices], from_files=from_files)
+
+    train, validation = _split(len(items), validation_size, seed)
+    train = _shard(train, train_limit, shard, seed)
+    validation = validation[:validation_limit]
+    return Cifar10(
+        decode(train), labels[train], decode(validation), labels[validation], source, location, "validation", shard
+    )
 
 
 def _tfds_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -81,7 +81,7 @@ def _group_exists(group_id: int) -> bool:
 
 
 class _Terminated(Exception):
-    pass
+    """Raised in the launcher by SIGINT (Ctrl-C) or SIGTERM."""
 
 
 def _raise_terminated(signum, frame):
@@ -120,9 +120,11 @@ def launch(
     base_env.setdefault("PYTHONUNBUFFERED", "1")
     lock = threading.Lock()
     processes, readers = [], []
-    previous_handler = None
+    previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+        # Installed explicitly: a process started in the background inherits an ignored SIGINT.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous_handlers[signum] = signal.signal(signum, _raise_terminated)
     status = 0
     try:
         for index, tf_config in enumerate(cluster_tf_configs(workers, host)):
@@ -151,14 +153,14 @@ def launch(
             if all(code == 0 for code in codes):
                 break
             time.sleep(_POLL_SECONDS)
-    except (KeyboardInterrupt, _Terminated):
+    except _Terminated:
         status = INTERRUPTED_EXIT_CODE
     finally:
         _stop(processes, grace_seconds)
         for reader in readers:
             reader.join(timeout=grace_seconds)
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     if status:
         with lock:
             out.write(f"[launcher] a worker failed or was interrupted; stopped all {workers} (exit {status})\n")
