@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("data", "distribute")
+_SUBPACKAGES = ("data", "distribute", "initializers", "layers")
 
 
 def __getattr__(name):

@@ -18,6 +18,14 @@ Each fix is applied only when a probe shows the bug, by behaviour, on the strate
 hand; once Keras is fixed the probes pass and nothing is patched. Applying is
 idempotent. The probes run no collective operation while the bug is present, and the
 same ones on every worker, so they cannot leave the workers out of step.
+
+3. A layer keeps the losses of `add_loss` in one list shared by every thread, and
+   MirroredStrategy runs each replica in its own thread. When the forward pass has a
+   synchronisation point (a cross-replica all-reduce, as in
+   `BatchNormalization(synchronized=True)` or `lepton_keras.layers.MVRegularization`),
+   one replica's model call clears or reads the losses another replica added, so the
+   loss counts a penalty twice or not at all. `isolate_losses_per_thread(layer)` gives a
+   layer a loss list of its own in each thread, when a probe shows the list is shared.
 """
 
 from __future__ import annotations
@@ -123,6 +131,76 @@ def patch_keras_for_multi_worker(strategy) -> list[str]:
             ):
                 tf_trainer.reduce_per_replica = _reduce_per_replica_across_replicas
         return active_patches()
+
+
+class _PerThreadList:
+    """The part of the list interface Keras uses for `Layer._losses`, private to each thread."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def _items(self) -> list:
+        if not hasattr(self._local, "items"):
+            self._local.items = []
+        return self._local.items
+
+    def append(self, value):
+        self._items().append(value)
+
+    def extend(self, values):
+        self._items().extend(values)
+
+    def clear(self):
+        self._items().clear()
+
+    def __getitem__(self, index):
+        return self._items()[index]
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __len__(self):
+        return len(self._items())
+
+
+def add_loss_is_shared_between_threads(layer=None) -> bool:
+    """True when a loss added to `layer` in one thread shows in another thread's `losses`."""
+    import keras
+
+    layer = layer if layer is not None else keras.layers.Layer()
+    added = threading.Event()
+
+    def add_from_another_thread():
+        layer.add_loss(tf.constant(1.0))
+        added.set()
+
+    thread = threading.Thread(target=add_from_another_thread)
+    thread.start()
+    thread.join()
+    shared = added.is_set() and len(layer.losses) > 0
+    thread = threading.Thread(target=lambda: layer._clear_losses())
+    thread.start()
+    thread.join()
+    return shared
+
+
+_ADD_LOSS_SHARED = None
+
+
+def isolate_losses_per_thread(layer) -> bool:
+    """Gives `layer` a loss list of its own in each thread, if Keras shares it; returns whether it did.
+
+    Idempotent. The probe runs once per process, on a throwaway layer.
+    """
+    global _ADD_LOSS_SHARED
+    with _lock:
+        if _ADD_LOSS_SHARED is None:
+            _ADD_LOSS_SHARED = add_loss_is_shared_between_threads()
+        if not _ADD_LOSS_SHARED or isinstance(getattr(layer, "_losses", None), _PerThreadList):
+            return False
+        # Set past Keras's attribute tracking: this is bookkeeping, not layer state.
+        object.__setattr__(layer, "_losses", _PerThreadList())
+        return True
 
 
 def active_patches() -> list[str]:
