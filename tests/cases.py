@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 
 import numpy as np
 
@@ -12,11 +13,12 @@ from tests.harness import REPO_ROOT
 
 
 @functools.cache
-def tutorial_module():
-    """tutorials/cifar10_cnn.py, imported from its path."""
-    path = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
-    spec = importlib.util.spec_from_file_location("cifar10_cnn_tutorial", path)
+def tutorial_module(name: str = "cifar10_cnn"):
+    """tutorials/<name>.py, imported from its path."""
+    path = os.path.join(REPO_ROOT, "tutorials", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_tutorial", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
 
