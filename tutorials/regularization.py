@@ -6,7 +6,8 @@ without regularization; with every Conv2D and Dense layer wrapped in
 here in its per-example form); with L2 weight decay on the same kernels; and with
 Dropout after the flattened features and the 512-unit layer. It prints each run's final
 validation accuracy and (chief only) writes `summary.json` and `regularization.png`,
-the four validation curves.
+the four validation curves. (Keras adds each model's penalties, MV or L2, to its
+validation loss; the accuracies compare like with like.)
 
     python tutorials/regularization.py --epochs 10
     python tutorials/regularization.py --cpu-replicas 2                       # the same under MirroredStrategy
