@@ -13,23 +13,15 @@ replica's own, smaller sum and trains a different model).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from lepton_keras.distribute import keras_compat
+from lepton_keras.distribute.reduce import global_sum
 
 
 def mv_penalty(weight_energy, input_energy, lambda_: float, epsilon: float):
     """lambda / 2 * weight_energy / (input_energy + epsilon)."""
     return 0.5 * lambda_ * weight_energy / (input_energy + epsilon)
-
-
-def global_sum(value):
-    """`value` summed over every replica and worker (the value itself outside a strategy)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
