@@ -11,6 +11,8 @@ import numbers
 import keras
 from keras import ops
 
+from lepton_keras.layers.seed_state import SavesSeedState
+
 _DATA_FORMATS = ("channels_last", "channels_first")
 
 
@@ -46,7 +48,7 @@ def drop_block(inputs, keep_mask):
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
-class DropBlock2D(keras.layers.Layer):
+class DropBlock2D(SavesSeedState, keras.layers.Layer):
     """Drops contiguous block_size x block_size regions of 2D feature maps while training.
 
     When to use it: after the convolutions of a CNN (the paper applies it to ResNet groups 3
@@ -141,14 +143,6 @@ class DropBlock2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def save_own_variables(self, store):
-        # The seed state is saved as well, so a reloaded model goes on with the draws where it stopped.
-        store["seed_generator_state"] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        if "seed_generator_state" in store.keys():
-            self.seed_generator.state.assign(store["seed_generator_state"])
 
     def get_config(self):
         return {

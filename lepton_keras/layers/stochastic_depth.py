@@ -11,6 +11,8 @@ import numbers
 import keras
 from keras import ops
 
+from lepton_keras.layers.seed_state import SavesSeedState
+
 
 def stochastic_depth(shortcut, residual, survival_probability: float, keep=None):
     """shortcut + keep * residual (training), or shortcut + p * residual (inference, keep=None).
@@ -24,7 +26,7 @@ def stochastic_depth(shortcut, residual, survival_probability: float, keep=None)
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
-class StochasticDepth(keras.layers.Layer):
+class StochasticDepth(SavesSeedState, keras.layers.Layer):
     """Adds a residual branch to its shortcut, or, at random while training, drops the branch.
 
     When to use it: in deep residual networks (ResNets, ConvNeXt, vision transformers), as
@@ -112,14 +114,6 @@ class StochasticDepth(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
-
-    def save_own_variables(self, store):
-        # The seed state is saved as well, so a reloaded model goes on with the draws where it stopped.
-        store["seed_generator_state"] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        if "seed_generator_state" in store.keys():
-            self.seed_generator.state.assign(store["seed_generator_state"])
 
     def get_config(self):
         return {
