@@ -146,7 +146,7 @@ def main(argv=None) -> dict:
     history = model.fit(
         train, validation_data=validation, epochs=args.epochs, callbacks=[meter], verbose=verbose, shuffle=False
     )
-    loss, accuracy = model.evaluate(validation, verbose=0)
+    loss, accuracy = history.history["val_loss"][-1], history.history["val_accuracy"][-1]
     print(
         f"final {data.validation_name} accuracy {accuracy:.4f} (loss {loss:.4f}); "
         f"{meter.images_per_second:.1f} images/s"
