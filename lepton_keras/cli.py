@@ -17,7 +17,9 @@ def _launch(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise SystemExit("lepton-keras launch: give the command to run after --, e.g. -- python train.py")
-    return launcher.launch(command, args.workers, host=args.host, grace_seconds=args.grace_seconds)
+    return launcher.launch(
+        command, args.workers, host=args.host, grace_seconds=args.grace_seconds, timeout_seconds=args.timeout
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     launch.add_argument(
         "--grace-seconds", type=float, default=3.0, help="time stopped workers get before SIGKILL (default 3)"
+    )
+    launch.add_argument(
+        "--timeout", type=float, default=None, help="stop all workers after this many seconds (exit 124)"
     )
     launch.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command, e.g. -- python train.py")
     launch.set_defaults(handler=_launch)

@@ -88,18 +88,24 @@ def run_case(case: TrainingCase, replicas: int | None = None) -> TrainingResult:
     return _train(case, strategy)
 
 
+WORKER_TIMEOUT_SECONDS = 300
+
+
 def launch_workers(module: str, args: list[str], workers: int = 2) -> str:
     """Runs `python -m module args` as `workers` local workers; returns their prefixed output.
 
     Raises:
-        RuntimeError: a worker failed (the message holds every worker's output).
+        RuntimeError: a worker failed, or the job hung past 5 minutes (the message holds
+            every worker's output).
     """
     from lepton_keras.distribute.launcher import launch
 
     output = io.StringIO()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")])}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    status = launch([sys.executable, "-m", module, *args], workers, env=env, out=output)
+    status = launch(
+        [sys.executable, "-m", module, *args], workers, env=env, out=output, timeout_seconds=WORKER_TIMEOUT_SECONDS
+    )
     if status != 0:
         raise RuntimeError(f"the workers failed with exit status {status}:\n{output.getvalue()}")
     return output.getvalue()

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from lepton_keras import cli
-from lepton_keras.distribute.launcher import INTERRUPTED_EXIT_CODE, launch
+from lepton_keras.distribute.launcher import INTERRUPTED_EXIT_CODE, TIMED_OUT_EXIT_CODE, launch
 
 # A worker program: records its pid (and its child's), then behaves as told by its index.
 WORKER = r"""
@@ -23,6 +23,10 @@ with open(os.path.join(out_dir, f"{index}.pids"), "w") as f:
     f.write(f"{os.getpid()} {child.pid}")
 if behaviour == "ignore_sigterm":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if behaviour in ("fail", "killed") and index == 1:  # fail once worker 0 has recorded its pids
+    while not os.path.exists(os.path.join(out_dir, "0.pids")):
+        time.sleep(0.01)
+    time.sleep(0.1)
 if behaviour == "fail" and index == 1:
     sys.exit(3)
 if behaviour == "killed" and index == 1:
@@ -93,6 +97,14 @@ def test_a_failing_worker_stops_the_others_and_leaves_no_process(tmp_path, behav
     assert f"stopped all 2 (exit {status})" in out.getvalue()
 
 
+def test_a_job_past_its_timeout_is_stopped(tmp_path):
+    out = io.StringIO()
+    command = [sys.executable, "-c", WORKER, str(tmp_path), "sleep"]
+    assert launch(command, 2, timeout_seconds=5, out=out) == TIMED_OUT_EXIT_CODE
+    assert not any_alive(recorded_pids(tmp_path, 2))
+    assert "the job ran out of time; stopped all 2 (exit 124)" in out.getvalue()
+
+
 def test_a_worker_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     command = [sys.executable, "-c", WORKER, str(tmp_path), "ignore_sigterm"]
     process = subprocess.Popen(
@@ -122,6 +134,8 @@ def test_ctrl_c_stops_every_worker(tmp_path):
 def test_the_cli_returns_the_job_status():
     assert cli.main(["launch", "--workers", "2", "--", sys.executable, "-c", "pass"]) == 0
     assert cli.main(["launch", "--workers", "1", "--", sys.executable, "-c", "raise SystemExit(5)"]) == 5
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    assert cli.main(["launch", "--workers", "1", "--timeout", "1", "--", *sleeper]) == TIMED_OUT_EXIT_CODE
 
 
 @pytest.mark.parametrize(

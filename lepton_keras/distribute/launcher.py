@@ -22,6 +22,7 @@ import threading
 import time
 
 INTERRUPTED_EXIT_CODE = 130
+TIMED_OUT_EXIT_CODE = 124  # as coreutils' timeout
 _POLL_SECONDS = 0.05
 
 
@@ -95,6 +96,7 @@ def launch(
     host: str = "127.0.0.1",
     env: dict[str, str] | None = None,
     grace_seconds: float = 3.0,
+    timeout_seconds: float | None = None,
     out=None,
 ) -> int:
     """Runs `command` as `workers` local workers; returns the exit status of the job.
@@ -105,11 +107,14 @@ def launch(
         host: address the workers listen on (default 127.0.0.1).
         env: environment for the workers (default: this process's); TF_CONFIG is added.
         grace_seconds: how long stopped workers get to exit before SIGKILL (default 3).
+        timeout_seconds: stop every worker after this long (default None: no limit), for
+            jobs that could hang, such as a collective waiting for a worker that never comes.
         out: text stream for the prefixed output (default sys.stdout).
 
     Returns:
         0 when every worker succeeded; otherwise the status of the first worker that failed
-        (a negative status, -N for signal N, is returned as 128 + N), or 130 when interrupted.
+        (a negative status, -N for signal N, is returned as 128 + N), 124 when the job ran
+        out of time, or 130 when interrupted.
     """
     if not command:
         raise ValueError("command must name the program to run, received an empty command")
@@ -126,6 +131,7 @@ def launch(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous_handlers[signum] = signal.signal(signum, _raise_terminated)
     status = 0
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     try:
         for index, tf_config in enumerate(cluster_tf_configs(workers, host)):
             process = subprocess.Popen(
@@ -152,6 +158,9 @@ def launch(
                 break
             if all(code == 0 for code in codes):
                 break
+            if deadline is not None and time.monotonic() > deadline:
+                status = TIMED_OUT_EXIT_CODE
+                break
             time.sleep(_POLL_SECONDS)
     except _Terminated:
         status = INTERRUPTED_EXIT_CODE
@@ -163,6 +172,7 @@ def launch(
             signal.signal(signum, handler)
     if status:
         with lock:
-            out.write(f"[launcher] a worker failed or was interrupted; stopped all {workers} (exit {status})\n")
+            reason = "the job ran out of time" if status == TIMED_OUT_EXIT_CODE else "a worker failed or was interrupted"
+            out.write(f"[launcher] {reason}; stopped all {workers} (exit {status})\n")
             out.flush()
     return status
