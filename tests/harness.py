@@ -7,11 +7,12 @@
     assert max_difference(reference, mirrored) < 1e-5
 
 `model_fn` and `data_fn` are "module:function" names, so worker processes can import
-them: `model_fn()` returns a compiled model (it is called inside the strategy's scope),
-`data_fn(count, seed)` returns NumPy inputs and targets with `count` rows. Every run
-starts from the same seed, sees batch k = rows [k B, (k + 1) B) of the same data
-(Keras splits each global batch between replicas and workers), and returns the weights
-and optimizer variables after `steps` steps.
+them: `model_fn(**model_options)` returns a compiled model (it is called inside the
+strategy's scope), `data_fn(count, seed)` returns NumPy inputs and targets with `count`
+rows, and the optional `callbacks_fn(**model_options)` returns the callbacks for `fit`.
+Every run starts from the same seed, sees batch k = rows [k B, (k + 1) B) of the same
+data in each of `epochs` epochs (Keras splits each global batch between replicas and
+workers), and returns the weights and optimizer variables after `steps` steps per epoch.
 
 Run as a module, this file is the worker program of `run_case_on_workers`.
 """
@@ -39,6 +40,9 @@ class TrainingCase:
     steps: int = 5
     global_batch_size: int = 16
     seed: int = 0
+    model_options: dict = dataclasses.field(default_factory=dict)
+    callbacks_fn: str | None = None
+    epochs: int = 1
 
 
 @dataclasses.dataclass
@@ -64,9 +68,11 @@ def _train(case: TrainingCase, strategy) -> TrainingResult:
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(case.global_batch_size)
     keras.utils.set_random_seed(case.seed)
     with strategy.scope():
-        model = _resolve(case.model_fn)()
+        model = _resolve(case.model_fn)(**case.model_options)
+    callbacks = _resolve(case.callbacks_fn)(**case.model_options) if case.callbacks_fn else []
     if case.steps:
-        loss = model.fit(dataset, epochs=1, shuffle=False, verbose=0).history["loss"][-1]
+        history = model.fit(dataset, epochs=case.epochs, shuffle=False, verbose=0, callbacks=callbacks)
+        loss = history.history["loss"][-1]
     else:  # the starting point: built, untrained
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)

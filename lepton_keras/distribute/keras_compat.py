@@ -26,6 +26,21 @@ same ones on every worker, so they cannot leave the workers out of step.
    one replica's model call clears or reads the losses another replica added, so the
    loss counts a penalty twice or not at all. `isolate_losses_per_thread(layer)` gives a
    layer a loss list of its own in each thread, when a probe shows the list is shared.
+
+4. Keras sums gradients across replicas inside `apply`, after its own clipping and
+   around its gradient accumulation, which is why those are wrong or crash under
+   MirroredStrategy. `lepton_keras.optimizers.OptimizerWrapper` therefore sums the
+   gradients itself and calls the inner optimizer's public `update_step` per variable;
+   the one thing it cannot get from the public API is whether the inner optimizer
+   excludes a variable from weight decay (`exclude_from_weight_decay`), which
+   `excluded_from_weight_decay` asks. Optimizers with their own form of decay (Adan,
+   MADGRAD, Prodigy) ask it too.
+
+5. Two accessors Keras keeps private: the LearningRateSchedule object an optimizer was
+   built with (`optimizer_schedule`; the public `learning_rate` property only gives its
+   value), which the learning-rate callbacks scale through its multiplier; and the epoch
+   `fit` starts from (`start_fit_at_epoch`), which Keras's own BackupAndRestore sets and
+   `lepton_keras.callbacks.WorkerBackupAndRestore` sets the same way when it resumes.
 """
 
 from __future__ import annotations
@@ -223,3 +238,23 @@ def unpatch_keras() -> None:
     with _lock:
         tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _ORIGINAL_SYMBOLIC_BUILD
         tf_trainer.reduce_per_replica = _ORIGINAL_REDUCE_PER_REPLICA
+
+
+def excluded_from_weight_decay(optimizer, variable) -> bool:
+    """Whether `optimizer.exclude_from_weight_decay(...)` named `variable` (by variable or by name)."""
+    return not optimizer._use_weight_decay(variable)
+
+
+def optimizer_schedule(optimizer):
+    """The LearningRateSchedule `optimizer` was built with, or None for a variable learning rate."""
+    import keras
+
+    learning_rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        return learning_rate
+    return None
+
+
+def start_fit_at_epoch(model, epoch: int) -> None:
+    """Makes the running `fit` continue from `epoch` (set in `on_train_begin`, as BackupAndRestore does)."""
+    model._initial_epoch = epoch

@@ -1,0 +1,103 @@
+"""AdaBelief: Adam with steps scaled by the belief in the observed gradient.
+
+Zhuang, Tang, Ding, Tatikonda, Dvornek, Papademetris and Duncan (2020), "AdaBelief Optimizer:
+Adapting Stepsizes by the Belief in Observed Gradients", NeurIPS 2020, arXiv:2010.07468.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval
+
+
+def adabelief_update(variable, gradient, m, s, *, learning_rate, beta_1, beta_2, epsilon, step):
+    """One AdaBelief step; returns (new_variable, new_m, new_s) without assigning anything."""
+    one = ops.cast(1.0, variable.dtype)
+    m = beta_1 * m + (one - beta_1) * gradient
+    s = beta_2 * s + (one - beta_2) * ops.square(gradient - m) + epsilon
+    m_hat = m / (one - ops.power(beta_1, step))
+    s_hat = s / (one - ops.power(beta_2, step))
+    return variable - learning_rate * m_hat / (ops.sqrt(s_hat) + epsilon), m, s
+
+
+@keras.saving.register_keras_serializable(package="lepton_keras")
+class AdaBelief(LeptonOptimizer):
+    """Adam that divides by the spread of the gradient around its moving average.
+
+    When to use it: as a drop-in replacement for Adam (or AdamW, with `weight_decay`) that
+    aims at Adam's fast convergence and SGD's generalisation. Where the gradient agrees with
+    its exponential moving average (the "belief"), s_t is small and the step is large; where
+    it deviates, the step is small. It has Adam's memory cost and hyperparameters.
+
+    With gradient g_t at step t = 1, 2, ... (Algorithm 2 of the paper):
+
+        m_t = beta_1 m_{t-1} + (1 - beta_1) g_t
+        s_t = beta_2 s_{t-1} + (1 - beta_2) (g_t - m_t)^2 + epsilon
+        m_hat_t = m_t / (1 - beta_1^t),   s_hat_t = s_t / (1 - beta_2^t)
+        w_t = w_{t-1} - lr m_hat_t / (sqrt(s_hat_t) + epsilon)
+
+    The default epsilon is the authors' 1e-16 (their recommendation: AdaBelief's 1e-16
+    plays the part of Adam's 1e-8, since s_t is the smaller quantity). It underflows to 0 in
+    float16: train float16 variables with a larger epsilon (e.g. 1e-7). Keras's decoupled
+    `weight_decay` (w -= lr * weight_decay * w before each step) is the paper's decoupled
+    weight decay.
+
+    Args:
+        learning_rate: lr, a float, a `keras.optimizers.schedules.LearningRateSchedule` or
+            a callable (default 0.001).
+        beta_1: decay rate of the first moment, in [0, 1) (default 0.9).
+        beta_2: decay rate of the belief s_t, in [0, 1) (default 0.999).
+        epsilon: added to s_t and to sqrt(s_hat_t), >= 0 (default 1e-16).
+        fused_updates: compile each variable's update with XLA into one kernel (default True).
+        **kwargs: Keras's optimizer keywords (weight_decay, clipnorm, ..., name).
+
+    Example:
+        import keras
+        import numpy as np
+        import lepton_keras
+
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=lepton_keras.optimizers.AdaBelief(1e-3), loss="mse")
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
+
+    References:
+        Zhuang et al. (2020), "AdaBelief Optimizer: Adapting Stepsizes by the Belief in
+        Observed Gradients", arXiv:2010.07468.
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-16, name="adabelief", **kwargs):
+        super().__init__(learning_rate, name=name, **kwargs)
+        self.beta_1 = check_unit_interval("beta_1", beta_1)
+        self.beta_2 = check_unit_interval("beta_2", beta_2)
+        self.epsilon = check_non_negative("epsilon", epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._beliefs = self.add_optimizer_variables(var_list, ["momentum", "belief"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        m, s = self._momentums[index], self._beliefs[index]
+        new_variable, new_m, new_s = self.run_update(
+            adabelief_update,
+            variable,
+            ops.cast(gradient, dtype),
+            m,
+            s,
+            learning_rate=ops.cast(learning_rate, dtype),
+            beta_1=ops.cast(self.beta_1, dtype),
+            beta_2=ops.cast(self.beta_2, dtype),
+            epsilon=ops.cast(self.epsilon, dtype),
+            step=ops.cast(self.iterations + 1, dtype),
+        )
+        self.assign(m, new_m)
+        self.assign(s, new_s)
+        self.assign(variable, new_variable)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

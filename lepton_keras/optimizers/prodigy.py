@@ -1,0 +1,276 @@
+"""Prodigy: a learning-rate-free Adam that estimates the distance to the solution.
+
+Mishchenko and Defazio (2023), "Prodigy: An Expeditiously Adaptive Parameter-Free Learner",
+arXiv:2306.06101.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from lepton_keras.distribute.keras_compat import excluded_from_weight_decay
+from lepton_keras.optimizers.base import LeptonOptimizer, check_bool, check_number
+
+_HALF_PRECISION = ("float16", "bfloat16")
+_SCALAR_DTYPE = "float32"  # d, d_max and the running sums
+
+
+def prodigy_estimate(new_step, learning_rate, d, d_max, d_numerator, d_denominator, *, beta_3, d0, d_coef,
+                     growth_rate):  # fmt: skip
+    """Finalises the previous step's d estimate; returns (d, d_max, d_numerator, d_denominator).
+
+    Applies only where `new_step` is true (the first variable updated in a step), from the
+    sums the previous step left: d_hat = d_coef r / ||s||_1; d = max(d, d_hat) while d is still
+    d0; d_max = max(d_max, d_hat); d = min(d_max, d growth_rate). Then it starts this step's
+    sums: r <- beta_3 r (only when lr > 0: a step with lr = 0 leaves r alone) and ||s||_1 <- 0.
+    All arguments are scalars of one float dtype.
+    """
+    have_sums = ops.greater(d_denominator, 0.0)
+    d_hat = d_coef * d_numerator / ops.where(have_sums, d_denominator, 1.0)
+    grown = ops.where(ops.equal(d, d0), ops.maximum(d, d_hat), d)
+    estimated_d_max = ops.maximum(d_max, d_hat)
+    estimated_d = ops.minimum(estimated_d_max, grown * growth_rate)
+    finalise = ops.logical_and(new_step, have_sums)
+    d = ops.where(finalise, estimated_d, d)
+    d_max = ops.where(finalise, estimated_d_max, d_max)
+    d_numerator = ops.where(ops.logical_and(new_step, learning_rate > 0.0), beta_3 * d_numerator, d_numerator)
+    d_denominator = ops.where(new_step, 0.0, d_denominator)
+    return d, d_max, d_numerator, d_denominator
+
+
+def prodigy_update(variable, gradient, m, v, s, *, learning_rate, d, beta_1, beta_2, beta_3, epsilon, bias_correction,
+                   weight_decay, safeguard_warmup):  # fmt: skip
+    """The element-wise part of one Prodigy step of one variable with this step's d.
+
+    Returns (new_variable, new_m, new_v, new_s) without assigning anything. Every tensor is in
+    one float dtype (16-bit variables are upcast to float32); `bias_correction` is
+    sqrt(1 - beta_2^t) / (1 - beta_1^t) or 1, and `weight_decay` the decoupled rate (0 for
+    none). With lr = 0 nothing changes.
+    """
+    active = learning_rate > 0.0
+    dlr = d * learning_rate * bias_correction
+    new_m = beta_1 * m + (1.0 - beta_1) * d * gradient
+    new_v = beta_2 * v + (1.0 - beta_2) * d * d * ops.square(gradient)
+    new_s = beta_3 * s + (1.0 - beta_3) * d * (d if safeguard_warmup else dlr) * gradient
+    new_variable = variable * (1.0 - weight_decay * dlr) - dlr * new_m / (ops.sqrt(new_v) + d * epsilon)
+    return (ops.where(active, new_variable, variable), ops.where(active, new_m, m), ops.where(active, new_v, v),
+            ops.where(active, new_s, s))  # fmt: skip
+
+
+def prodigy_sums(gradient, x0, variable, new_s, d_numerator, d_denominator, *, learning_rate, d, beta_3,
+                 bias_correction):  # fmt: skip
+    """The variable's contributions to the running sums; returns (d_numerator, d_denominator).
+
+    r += (1 - beta_3) d dlr <g, x0 - x> (x before the step) and ||s||_1 += ||new_s||_1 (nothing
+    with lr = 0); one float dtype, as `prodigy_update`.
+    """
+    active = learning_rate > 0.0
+    dlr = d * learning_rate * bias_correction
+    weight = (1.0 - beta_3) * d  # the paper's (1 - beta_3) d_k^2 lr_k, times b_k as in the authors' code
+    d_numerator = d_numerator + ops.where(active, weight * dlr * ops.sum(gradient * (x0 - variable)), 0.0)
+    d_denominator = d_denominator + ops.where(active, ops.sum(ops.abs(new_s)), 0.0)
+    return d_numerator, d_denominator
+
+
+@keras.saving.register_keras_serializable(package="lepton_keras")
+class Prodigy(LeptonOptimizer):
+    """Prodigy: Adam whose step size d is estimated on the fly (learning-rate free).
+
+    When to use it: to train without tuning a learning rate. Leave `learning_rate` at 1.0 (a
+    multiplier of the estimated step; a schedule such as cosine decay still helps) and let d
+    grow from the tiny d0 to about the distance from the start to the solution, which the
+    paper shows it does fast (d grows geometrically). Use `safeguard_warmup=True` with a
+    learning-rate warm-up, `growth_rate` (e.g. 1.02) to slow the growth of d, and tune
+    `d_coef` (0.5 to 2) rather than the learning rate.
+
+    With gradient g_k at step k = 0, 1, ..., the starting point x_0, d_0 = d0 and
+    beta_3 = sqrt(beta_2) by default (Algorithm 3 of the paper, with the extras of the
+    authors' code: lr, d_coef, growth_rate, bias correction, weight decay):
+
+        dlr_k = d_k lr_k b_k      b_k = sqrt(1 - beta_2^(k+1)) / (1 - beta_1^(k+1)), or 1
+        m_{k+1} = beta_1 m_k + (1 - beta_1) d_k g_k
+        v_{k+1} = beta_2 v_k + (1 - beta_2) d_k^2 g_k^2
+        r_{k+1} = beta_3 r_k + (1 - beta_3) d_k dlr_k <g_k, x_0 - x_k>    (sums over ALL variables)
+        s_{k+1} = beta_3 s_k + (1 - beta_3) d_k dlr_k g_k    (d_k in place of dlr_k with safeguard_warmup)
+        d_hat = d_coef r_{k+1} / ||s_{k+1}||_1                     (||.||_1 over ALL variables)
+        d_max_{k+1} = max(d_max_k, d_hat)                                   (d_max_0 = d0)
+        d_{k+1} = min(d_max_{k+1}, d'_k growth_rate),   d'_k = max(d_k, d_hat) if d_k = d0 else d_k
+        x_{k+1} = x_k (1 - weight_decay dlr_k) - dlr_k m_{k+1} / (sqrt(v_{k+1}) + d_k epsilon)
+
+    d is a global scalar, so the sums run over every variable. Keras updates one variable at a
+    time, so each step's update uses d_k and adds the variable's terms to running sums (the
+    slots d_numerator and d_denominator); d_{k+1} is computed from them when the next step
+    starts (at its first variable update). The optimizer variable `d` after step k is
+    therefore still d_k: the estimate from the last step is pending until the next `apply`.
+    The weights are those of the algorithm above. Under tf.distribute every replica applies
+    the same global gradients in the same order, so d is the same on every replica.
+
+    r and s carry the paper's factor (1 - beta_3) d_k where the authors' code has d_k / d0: a
+    constant factor that cancels in d_hat and keeps the slots small. Other differences from
+    the authors' code, all negligible in practice: epsilon is multiplied by d_k (the paper)
+    rather than d_{k+1}; a step with lr = 0 changes nothing but still counts
+    towards the bias correction; where all gradients so far are 0, d stays. Weight decay is
+    handled here, not by Keras: `weight_decay` REPLACES Keras's form. Decoupled (default, the
+    authors' default) is x <- x - weight_decay dlr_k x, which scales with d; with
+    `decoupled_weight_decay=False`, weight_decay x is added to the gradient.
+    `exclude_from_weight_decay(...)` is honoured. For float16 and bfloat16 variables, the
+    slots are float32 (d0^2 g^2 underflows in float16) and the step is computed in float32.
+
+    Args:
+        learning_rate: lr, a multiplier of the step d; a float, a
+            `keras.optimizers.schedules.LearningRateSchedule` or a callable, >= 0 (default 1.0).
+        beta_1: decay rate of m, in [0, 1) (default 0.9).
+        beta_2: decay rate of v, in [0, 1) (default 0.999).
+        beta_3: decay rate of r and s, in [0, 1), or None for sqrt(beta_2) (default None).
+        epsilon: added to sqrt(v) (times d), >= 0 (default 1e-8).
+        d0: the initial estimate of d, > 0 (default 1e-6).
+        d_coef: multiplies the estimate d_hat, > 0 (default 1.0).
+        growth_rate: largest factor by which d grows in a step, > 1 or inf (default inf).
+        safeguard_warmup: leave lr out of s, for learning-rate warm-ups (default False).
+        bias_correction: use Adam's bias correction b_k (default False).
+        weight_decay: the decay rate, >= 0 or None (default None: no decay).
+        decoupled_weight_decay: decoupled decay (True) or decay added to the gradient (False)
+            (default True).
+        fused_updates: compile each variable's update with XLA into one kernel (default True).
+        **kwargs: Keras's other optimizer keywords (clipnorm, ..., name).
+
+    Example:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=Prodigy(), loss="mse")
+        model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
+
+    References:
+        Mishchenko and Defazio (2023), "Prodigy: An Expeditiously Adaptive Parameter-Free
+        Learner", arXiv:2306.06101.
+    """
+
+    def __init__(self, learning_rate=1.0, beta_1=0.9, beta_2=0.999, beta_3=None, epsilon=1e-8, d0=1e-6, d_coef=1.0,
+                 growth_rate=math.inf, safeguard_warmup=False, bias_correction=False, weight_decay=None,
+                 decoupled_weight_decay=True, name="prodigy", **kwargs):  # fmt: skip
+        # Prodigy's own decay (scaled by d) replaces Keras's.
+        super().__init__(learning_rate, name=name, weight_decay=None, **kwargs)
+        unit = (lambda x: 0.0 <= x < 1.0), "a number in [0, 1)"
+        self.beta_1 = check_number("beta_1", beta_1, *unit)
+        self.beta_2 = check_number("beta_2", beta_2, *unit)
+        self.beta_3 = None if beta_3 is None else check_number("beta_3", beta_3, *unit)
+        self.epsilon = check_number("epsilon", epsilon, lambda x: x >= 0.0, "a non-negative number")
+        self.d0 = check_number("d0", d0, lambda x: 0.0 < x < math.inf, "a positive number")
+        self.d_coef = check_number("d_coef", d_coef, lambda x: 0.0 < x < math.inf, "a positive number")
+        self.growth_rate = check_number("growth_rate", growth_rate, lambda x: x > 1.0, "a number > 1 (or inf)")
+        self.safeguard_warmup = check_bool("safeguard_warmup", safeguard_warmup)
+        self.bias_correction = check_bool("bias_correction", bias_correction)
+        self.prodigy_weight_decay = (
+            None if weight_decay is None
+            else check_number("weight_decay", weight_decay, lambda x: x >= 0.0, "a non-negative number or None")
+        )  # fmt: skip
+        self.decoupled_weight_decay = check_bool("decoupled_weight_decay", decoupled_weight_decay)
+
+    def _add_state(self, variable, name):
+        if keras.backend.standardize_dtype(variable.dtype) not in _HALF_PRECISION:
+            return self.add_variable_from_reference(variable, name=name)
+        path = getattr(variable, "path", variable.name).replace("/", "_")
+        return self.add_variable(shape=variable.shape, dtype="float32", name=f"{path}_{name}")
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v, self._s, self._x0 = [], [], [], []
+        for variable in var_list:
+            self._m.append(self._add_state(variable, "m"))
+            self._v.append(self._add_state(variable, "v"))
+            self._s.append(self._add_state(variable, "s"))
+            x0 = self._add_state(variable, "x0")
+            # Without a strategy, Keras builds the optimizer while tracing the train step: copy
+            # the starting point once, eagerly, not as an op of the step.
+            with tf.init_scope():
+                x0.assign(ops.cast(variable, x0.dtype))
+            self._x0.append(x0)
+        self.d = self.add_variable((), initializer=keras.initializers.Constant(self.d0), dtype=_SCALAR_DTYPE, name="d")
+        self.d_max = self.add_variable((), initializer=keras.initializers.Constant(self.d0), dtype=_SCALAR_DTYPE,
+                                       name="d_max")  # fmt: skip
+        # r and ||s||_1 of the step in progress, and that step's number (-1: none yet).
+        self.d_numerator = self.add_variable((), dtype=_SCALAR_DTYPE, name="d_numerator")
+        self.d_denominator = self.add_variable((), dtype=_SCALAR_DTYPE, name="d_denominator")
+        self.d_step = self.add_variable((), initializer=keras.initializers.Constant(-1), dtype="int64",
+                                        name="d_step")  # fmt: skip
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        m, v, s, x0 = self._m[index], self._v[index], self._s[index], self._x0[index]
+        step = ops.cast(self.iterations, "int64")
+        lr = ops.cast(learning_rate, _SCALAR_DTYPE)
+        beta_3 = math.sqrt(self.beta_2) if self.beta_3 is None else self.beta_3
+        d, d_max, d_numerator, d_denominator = prodigy_estimate(
+            ops.not_equal(self.d_step, step),
+            lr,
+            self.d,
+            self.d_max,
+            self.d_numerator,
+            self.d_denominator,
+            beta_3=ops.cast(beta_3, _SCALAR_DTYPE),
+            d0=ops.cast(self.d0, _SCALAR_DTYPE),
+            d_coef=ops.cast(self.d_coef, _SCALAR_DTYPE),
+            growth_rate=ops.cast(self.growth_rate, _SCALAR_DTYPE),
+        )
+        # 16-bit variables are updated in float32, others in their own dtype.
+        compute = keras.backend.result_type(variable.dtype, "float32")
+        bias_correction = 1.0
+        if self.bias_correction:
+            t = ops.cast(step + 1, _SCALAR_DTYPE)
+            bias_correction = ops.sqrt(1.0 - ops.power(self.beta_2, t)) / (1.0 - ops.power(self.beta_1, t))
+        decay = self.prodigy_weight_decay if self.prodigy_weight_decay and not excluded_from_weight_decay(self, variable) else 0.0
+        x = ops.cast(variable, compute)
+        gradient = ops.cast(gradient, compute)
+        if not self.decoupled_weight_decay:
+            gradient, decay = gradient + ops.cast(decay, compute) * x, 0.0
+        scalars = {"learning_rate": ops.cast(lr, compute), "d": ops.cast(d, compute),
+                   "beta_3": ops.cast(beta_3, compute), "bias_correction": ops.cast(bias_correction, compute)}
+        new_variable, new_m, new_v, new_s = self.run_update(
+            prodigy_update,
+            x,
+            gradient,
+            ops.cast(m, compute),
+            ops.cast(v, compute),
+            ops.cast(s, compute),
+            beta_1=ops.cast(self.beta_1, compute),
+            beta_2=ops.cast(self.beta_2, compute),
+            epsilon=ops.cast(self.epsilon, compute),
+            weight_decay=ops.cast(decay, compute),
+            safeguard_warmup=self.safeguard_warmup,
+            **scalars,
+        )
+        # The sums over the variable are TensorFlow's multithreaded reductions, outside the
+        # fused update (XLA's CPU reductions to a scalar run on one thread).
+        d_numerator, d_denominator = prodigy_sums(gradient, ops.cast(x0, compute), x, new_s,
+                                                  ops.cast(d_numerator, compute), ops.cast(d_denominator, compute),
+                                                  **scalars)
+        self.assign(m, new_m)
+        self.assign(v, new_v)
+        self.assign(s, new_s)
+        self.assign(self.d, d)
+        self.assign(self.d_max, d_max)
+        self.assign(self.d_numerator, d_numerator)
+        self.assign(self.d_denominator, d_denominator)
+        self.assign(self.d_step, step)
+        self.assign(variable, ops.cast(new_variable, variable.dtype))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "beta_3": self.beta_3,
+            "epsilon": self.epsilon,
+            "d0": self.d0,
+            "d_coef": self.d_coef,
+            "growth_rate": self.growth_rate,
+            "safeguard_warmup": self.safeguard_warmup,
+            "bias_correction": self.bias_correction,
+            "weight_decay": self.prodigy_weight_decay,
+            "decoupled_weight_decay": self.decoupled_weight_decay,
+        }

@@ -1,0 +1,203 @@
+"""Fused (XLA-compiled) updates: the same numbers as unfused ones, really compiled, and FusedUpdates.
+
+1. every row of the optimizer table gives the same weights and optimizer variables within
+   1e-6 over 15 steps with `fused_updates` on and off, with no strategy and under
+   MirroredStrategy over 2 replicas (every device's copy);
+2. the fused path calls an XLA-compiled (`_XlaMustCompile`) function, the unfused one none;
+3. FusedUpdates around Keras's Adam (with weight decay), SGD and Lion equals the plain
+   Keras optimizer within 1e-6, with no strategy and over 2 replicas;
+4. configs round-trip with `fused_updates`, a bad value is refused, the registry builds
+   "fused_<name>".
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lepton_keras.optimizers import base
+from lepton_keras.optimizers.fused_updates import FusedUpdates
+from lepton_keras.optimizers.lookahead import Lookahead, lookahead_update
+from lepton_keras.optimizers.radam import RAdam, radam_update
+from lepton_keras.optimizers.registry import get
+from tests.optimizer_table import all_specs
+
+SPECS = all_specs()
+SHAPES = [(5,), (3, 4)]
+STEPS = 15
+# One row per family (element-wise, layer-wise, global, each wrapper with per-variable math).
+MIRRORED_ROWS = ["radam", "lars", "prodigy", "lookahead_adam", "accumulation_adam", "ema_adam", "swa_sgd"]
+
+
+def _problem():
+    rng = np.random.default_rng(5)
+    params = [rng.normal(size=shape).astype(np.float32) for shape in SHAPES]
+    # Multiples of 2^-8: halving them for two replicas and summing back is exact.
+    grads = [[np.round(rng.normal(scale=0.5, size=shape) * 256) / 256 for shape in SHAPES] for _ in range(STEPS)]
+    return params, [[g.astype(np.float32) for g in step] for step in grads]
+
+
+PARAMS, GRADS = _problem()
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def _set_fused(optimizer, fused: bool):
+    """Sets `fused_updates` on the optimizer and every optimizer it wraps."""
+    while optimizer is not None:
+        if hasattr(optimizer, "fused_updates"):
+            optimizer.fused_updates = fused
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+
+
+def _train(make, *, fused=None, strategy=None):
+    """Weights (every device's copy) and optimizer variables after STEPS steps of GRADS."""
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        variables = [keras.Variable(p) for p in PARAMS]
+        optimizer = make()
+        if fused is not None:
+            _set_fused(optimizer, fused)
+        optimizer.build(variables)
+    if strategy is None:
+        for step_grads in GRADS:
+            optimizer.apply([tf.constant(g) for g in step_grads], variables)
+        copies = [[v.numpy()] for v in variables]
+    else:
+        @tf.function(autograph=False)
+        def step(grads):
+            # Each replica holds half of the global gradient; the optimizer sums them.
+            strategy.run(lambda *gs: optimizer.apply([g / 2 for g in gs], variables), args=tuple(grads))
+
+        for step_grads in GRADS:
+            step([tf.constant(g) for g in step_grads])
+        copies = [[np.array(c) for c in v.value.values] for v in variables]
+    return copies, [np.array(v) for v in optimizer.variables], optimizer
+
+
+def _assert_close(a, b, tolerance=1e-6):
+    (copies_a, state_a, _), (copies_b, state_b, _) = a, b
+    for x, y in zip(copies_a, copies_b):
+        for copy in [*x, *y]:
+            np.testing.assert_allclose(copy, x[0], rtol=0, atol=tolerance * max(1.0, np.max(np.abs(x[0]))))
+    assert len(state_a) == len(state_b)
+    for x, y in zip(state_a, state_b):
+        np.testing.assert_allclose(x, y, rtol=0, atol=tolerance * max(1.0, float(np.max(np.abs(y)))))
+
+
+def _maker(spec):
+    options = {**spec.options, **(spec.decay_options or {})}
+    return lambda: spec.make(**options)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
+def test_fused_and_unfused_updates_give_the_same_numbers(spec):
+    fused = _train(_maker(spec), fused=True)
+    unfused = _train(_maker(spec), fused=False)
+    moved = max(float(np.max(np.abs(w[0] - p))) for w, p in zip(fused[0], PARAMS))
+    assert moved > 1e-3, "the optimizer did not move the weights: the comparison would prove nothing"
+    _assert_close(fused, unfused)
+
+
+@pytest.mark.parametrize("name", MIRRORED_ROWS)
+def test_fused_updates_under_mirrored_strategy_equal_one_device(name, mirrored):
+    spec = next(spec for spec in SPECS if spec.name == name)
+    _assert_close(_train(_maker(spec), fused=True, strategy=mirrored), _train(_maker(spec), fused=False))
+
+
+@pytest.fixture
+def compiled_functions(monkeypatch):
+    """The pure functions run_update compiles, in call order."""
+    seen = []
+    original = base.compiled_update
+
+    def recording(function):
+        seen.append(function)
+        return original(function)
+
+    monkeypatch.setattr(base, "compiled_update", recording)
+    return seen
+
+
+def test_the_fused_path_runs_an_xla_compiled_function(compiled_functions):
+    _train(lambda: Lookahead(RAdam(0.01), sync_period=2), fused=True)
+    assert radam_update in compiled_functions and lookahead_update in compiled_functions
+    args = [tf.constant(PARAMS[1])] * 4
+    scalars = {key: tf.constant(0.5) for key in ("learning_rate", "beta_1", "beta_2", "epsilon", "step")}
+    concrete = base.compiled_update(radam_update).get_concrete_function(*args, **scalars)
+    assert concrete.function_def.attr["_XlaMustCompile"].b
+
+
+def test_the_unfused_path_compiles_nothing(compiled_functions):
+    _, _, optimizer = _train(lambda: FusedUpdates(Lookahead(RAdam(0.01), sync_period=2)), fused=False)
+    assert compiled_functions == []
+    assert optimizer.compiled_function_count() == 0
+
+
+KERAS_OPTIMIZERS = {
+    "adam_with_decay": lambda: keras.optimizers.Adam(0.0625, beta_1=0.875, beta_2=1 - 2**-8, weight_decay=0.125),
+    "sgd_momentum": lambda: keras.optimizers.SGD(0.125, momentum=0.5, nesterov=True),
+    "lion": lambda: keras.optimizers.Lion(2**-7, beta_1=0.875, beta_2=0.96875),
+}
+
+
+@pytest.mark.parametrize("name", list(KERAS_OPTIMIZERS))
+@pytest.mark.parametrize("replicas", [None, 2], ids=["no_strategy", "mirrored_2"])
+def test_fused_updates_equal_the_plain_keras_optimizer(name, replicas, mirrored):
+    make = KERAS_OPTIMIZERS[name]
+    strategy = mirrored if replicas else None
+    copies, _, fused = _train(lambda: FusedUpdates(make()), strategy=strategy)
+    plain_copies, plain_state, _ = _train(make, strategy=strategy)
+    # One compiled function per variable and device copy.
+    assert fused.compiled_function_count() == len(SHAPES) * (replicas or 1)
+    _assert_close((copies, [np.array(v) for v in fused.inner_optimizer.variables], None),
+                  (plain_copies, plain_state, None))
+
+
+def test_sparse_gradients_take_the_fused_path():
+    def run(make_gradient):
+        variable = keras.Variable(np.ones((4, 3), np.float32))
+        optimizer = RAdam(0.5, beta_2=0.5)
+        for _ in range(3):
+            optimizer.apply([make_gradient()], [variable])
+        return variable.numpy()
+
+    values = tf.constant([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.25]])
+    sparse = run(lambda: tf.IndexedSlices(values, tf.constant([0, 2]), tf.constant([4, 3])))
+    dense = run(lambda: tf.scatter_nd([[0], [2]], values, [4, 3]))
+    np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-6)
+    assert not np.allclose(sparse, 1.0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: RAdam(0.01, fused_updates=False), lambda: Lookahead("adam", fused_updates=False),
+     lambda: FusedUpdates(keras.optimizers.AdamW(0.01, weight_decay=0.5))],
+    ids=["RAdam", "Lookahead", "FusedUpdates"],
+)
+def test_config_round_trips_with_fused_updates(make):
+    optimizer = make()
+    config = optimizer.get_config()
+    assert "fused_updates" in config
+    rebuilt = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(rebuilt) is type(optimizer) and rebuilt.get_config() == config
+    assert rebuilt.fused_updates == optimizer.fused_updates
+
+
+@pytest.mark.parametrize("make", [lambda v: RAdam(fused_updates=v), lambda v: FusedUpdates("sgd", fused_updates=v)],
+                         ids=["RAdam", "FusedUpdates"])
+def test_fused_updates_must_be_a_bool(make):
+    with pytest.raises(ValueError, match="fused_updates must be True or False, received: 1"):
+        make(1)
+
+
+def test_the_registry_builds_fused_optimizers_and_routes_base_keywords():
+    fused_adam = get("fused_adam", learning_rate=0.25)
+    assert type(fused_adam) is FusedUpdates and isinstance(fused_adam.inner_optimizer, keras.optimizers.Adam)
+    radam = get("radam", fused_updates=False, weight_decay=0.5, clipnorm=1.0)
+    assert radam.fused_updates is False and radam.weight_decay == 0.5 and radam.clipnorm == 1.0
+    assert get("lookahead_radam", fused_updates=False).fused_updates is False
