@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("data", "distribute", "initializers", "layers")
+_SUBPACKAGES = ("callbacks", "data", "distribute", "initializers", "layers", "optimizers", "schedules")
 
 
 def __getattr__(name):

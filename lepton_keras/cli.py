@@ -1,11 +1,14 @@
 """The `lepton-keras` command.
 
     lepton-keras launch --workers 2 -- python tutorials/cifar10_cnn.py --epochs 1
+    lepton-keras lr-find --source sample --steps 100            # learning-rate range test of the CIFAR-10 CNN
+    lepton-keras launch --workers 2 -- lepton-keras lr-find     # the same test on 2 local workers
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lepton_keras import __version__
@@ -20,6 +23,57 @@ def _launch(args: argparse.Namespace) -> int:
     return launcher.launch(
         command, args.workers, host=args.host, grace_seconds=args.grace_seconds, timeout_seconds=args.timeout
     )
+
+
+def _cifar10_cnn():
+    """The CNN of tutorials/cifar10_cnn.py (the package never imports tutorials/; a test keeps the two equal)."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=(32, 32, 3)),
+            keras.layers.Conv2D(32, (3, 3), activation="relu"),
+            keras.layers.MaxPooling2D((2, 2)),
+            keras.layers.Conv2D(64, (3, 3), activation="relu"),
+            keras.layers.MaxPooling2D((2, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    import keras
+
+    from lepton_keras import distribute
+    from lepton_keras.callbacks.lr_finder import CSV_NAME, PLOT_NAME, find_learning_rate
+    from lepton_keras.data import load_cifar10
+
+    strategy = distribute.get_strategy("auto", cpu_replicas=args.cpu_replicas)
+    keras.utils.set_random_seed(args.seed)
+    data = load_cifar10(
+        args.source, data_dir=args.data_dir, train_limit=args.train_limit, validation_limit=0, seed=args.seed
+    )
+    print(data.describe())
+    print(f"{strategy.num_replicas_in_sync} replica(s), global batch {args.batch_size}, {args.steps} steps")
+    train = data.train_dataset(args.batch_size, strategy=strategy, seed=args.seed, one_hot=True)
+    with strategy.scope():
+        model = _cifar10_cnn()
+        model.compile(optimizer=keras.optimizers.get(args.optimizer), loss="categorical_crossentropy")
+    finder = find_learning_rate(
+        model, train, min_learning_rate=args.min_lr, max_learning_rate=args.max_lr, steps=args.steps,
+        mode=args.mode, output_dir=args.output_dir, verbose=args.verbose,
+    )  # fmt: skip
+    print(f"ran {len(finder.results['losses'])} of {args.steps} steps")
+    suggestions = finder.suggestions()
+    if not suggestions:
+        print("too few steps for a suggestion; run more --steps")
+    for method, value in suggestions.items():
+        print(f"{method:>8}: {value:.3e}")
+    if distribute.is_chief(strategy):
+        print(f"wrote {os.path.join(args.output_dir, CSV_NAME)} and {PLOT_NAME}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command, e.g. -- python train.py")
     launch.set_defaults(handler=_launch)
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate range test of the CIFAR-10 CNN",
+        description="Train the CIFAR-10 CNN of the tutorial for --steps steps with a rising learning rate "
+        "(Smith 2017), print the suggested learning rates and write lr_find.csv and lr_find.png.",
+    )
+    lr_find.add_argument("--source", "--data-source", default="auto", choices=("auto", "tfds", "folder", "sample"))
+    lr_find.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (one folder per class)")
+    lr_find.add_argument("--train-limit", type=int, default=None, help="use this many training images only")
+    lr_find.add_argument("--optimizer", default="adam", help="a keras.optimizers.get name (default adam)")
+    lr_find.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
+    lr_find.add_argument("--steps", type=int, default=100, help="steps of the sweep (default 100)")
+    lr_find.add_argument("--min-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    lr_find.add_argument("--max-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    lr_find.add_argument("--mode", default="exponential", choices=("exponential", "linear"))
+    lr_find.add_argument("--cpu-replicas", type=int, default=None, help="mirror over N logical CPU devices")
+    lr_find.add_argument("--output-dir", default="runs/lr_find", help="where the chief writes the CSV and the plot")
+    lr_find.add_argument("--seed", type=int, default=0)
+    lr_find.add_argument("--verbose", type=int, default=0, help="Keras verbosity of the sweep (default 0)")
+    lr_find.set_defaults(handler=_lr_find)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""Cyclical learning rates: a triangle wave between a lower and an upper bound.
+
+Smith (2017), "Cyclical Learning Rates for Training Neural Networks", arXiv:1506.01186.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+MODES = ("triangular", "triangular2", "exp_range")
+
+
+def cyclical_learning_rate(step, initial_learning_rate, maximal_learning_rate, step_size, mode="triangular",
+                           gamma=1.0):  # fmt: skip
+    """Smith's closed form at `step` (computed in float64, returned as float32): see `CyclicalLearningRate`."""
+    step = ops.cast(step, "float64")
+    step_size = float(step_size)
+    cycle = ops.floor(1.0 + step / (2.0 * step_size))
+    x = ops.abs(step / step_size - 2.0 * cycle + 1.0)
+    if mode == "triangular":
+        scale = ops.ones_like(step)
+    elif mode == "triangular2":
+        scale = ops.power(2.0, 1.0 - cycle)
+    else:
+        scale = ops.power(float(gamma), step)
+    amplitude = (maximal_learning_rate - initial_learning_rate) * ops.maximum(0.0, 1.0 - x)
+    return ops.cast(initial_learning_rate + amplitude * scale, "float32")
+
+
+@keras.saving.register_keras_serializable(package="lepton_keras")
+class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Cycles the learning rate linearly between a base and a maximal rate (Smith's CLR).
+
+    When to use it: to train without tuning a fixed rate or a decay, or, with one short
+    cycle, as the "LR range test" that finds sensible bounds (Smith: the bounds where the
+    accuracy starts and stops rising). The paper suggests a half-cycle `step_size` of 2 to
+    10 epochs and ending training at the end of a cycle (a trough).
+
+    With base = `initial_learning_rate`, max = `maximal_learning_rate`, s = `step_size`:
+
+        cycle = floor(1 + step / (2 s))
+        x     = |step / s - 2 cycle + 1|
+        lr    = base + (max - base) * max(0, 1 - x) * scale
+
+        triangular:   scale = 1
+        triangular2:  scale = 1 / 2 ** (cycle - 1)   (the amplitude halves every cycle)
+        exp_range:    scale = gamma ** step
+
+    The rate is `base` at step 0 and at every multiple of 2 s, and peaks at odd multiples of s.
+
+    Args:
+        initial_learning_rate: base, the lower bound (a number >= 0).
+        maximal_learning_rate: max, the upper bound (a number >= 0).
+        step_size: s, the steps in half a cycle (a number > 0).
+        mode: "triangular" (default), "triangular2" or "exp_range".
+        gamma: the per-step decay of the amplitude in "exp_range", in (0, 1] (default 1.0).
+
+    Example:
+        schedule = CyclicalLearningRate(1e-4, 1e-2, step_size=2_000, mode="triangular2")
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+
+    References:
+        Smith (2017), "Cyclical Learning Rates for Training Neural Networks", arXiv:1506.01186.
+    """
+
+    def __init__(self, initial_learning_rate: float, maximal_learning_rate: float, step_size: float,
+                 mode: str = "triangular", gamma: float = 1.0):  # fmt: skip
+        for name, value in (("initial_learning_rate", initial_learning_rate),
+                            ("maximal_learning_rate", maximal_learning_rate)):  # fmt: skip
+            if not _is_real(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0; received {name}={value!r}")
+        if not _is_real(step_size) or step_size <= 0:
+            raise ValueError(f"step_size must be a number > 0; received step_size={step_size!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; received mode={mode!r}")
+        if not _is_real(gamma) or not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be a number in (0, 1]; received gamma={gamma!r}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.maximal_learning_rate = float(maximal_learning_rate)
+        self.step_size = step_size
+        self.mode = mode
+        self.gamma = float(gamma)
+
+    def __call__(self, step):
+        return cyclical_learning_rate(step, self.initial_learning_rate, self.maximal_learning_rate, self.step_size,
+                                      self.mode, self.gamma)  # fmt: skip
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "maximal_learning_rate": self.maximal_learning_rate,
+            "step_size": self.step_size,
+            "mode": self.mode,
+            "gamma": self.gamma,
+        }
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
