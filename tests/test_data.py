@@ -247,3 +247,15 @@ def test_the_full_archive_is_read_as_an_image_folder(tmp_path):
     assert len(first) == len(second) == 2048 and not first & second
     limited = load_cifar10(data_dir=str(tmp_path / "cifar10"), shard=None, train_limit=4096, validation_limit=0)
     assert first | second == hashes(limited.train_images) and first | second <= hashes(data.train_images)
+
+
+def test_a_validation_limit_keeps_a_random_subset_with_every_class():
+    full = load_cifar10("sample", shard=None)
+    limited = load_cifar10("sample", shard=None, validation_limit=100)
+    assert len(limited.validation_labels) == 100
+    assert set(limited.validation_labels) == set(range(10))  # a prefix of the class-sorted folder has 5
+    full_images = {image.tobytes(): label for image, label in zip(full.validation_images, full.validation_labels)}
+    for image, label in zip(limited.validation_images, limited.validation_labels):
+        assert full_images[image.tobytes()] == label
+    again = load_cifar10("sample", shard=None, validation_limit=100)
+    np.testing.assert_array_equal(again.validation_labels, limited.validation_labels)

@@ -42,6 +42,7 @@ def test_logical_devices_asked_for_after_initialisation_are_a_clear_error():
     [
         ({"kind": "tpu"}, "kind must be one of"),
         ({"communication": "mpi"}, "communication must be one of"),
+        ({"bytes_per_pack": -1}, "bytes_per_pack must be a non-negative integer, received: -1"),
         ({"cpu_replicas": 0}, "cpu_replicas must be a positive integer"),
         ({"kind": "default", "cpu_replicas": 2}, "cpu_replicas applies to a MirroredStrategy"),
         ({"kind": "multi_worker"}, 'kind="multi_worker" needs a cluster'),
@@ -87,7 +88,9 @@ from lepton_keras.distribute import get_strategy
 from lepton_keras.distribute.launcher import free_ports
 resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
     tf.train.ClusterSpec({"worker": [f"127.0.0.1:{free_ports(1)[0]}"]}), task_type="worker", task_id=0)
-strategy = get_strategy(cluster_resolver=resolver, communication="ring")
+strategy = get_strategy(cluster_resolver=resolver, communication="ring", bytes_per_pack=4096)
+options = strategy.extended._communication_options
+print(options.bytes_per_pack, options.implementation.name)
 print(type(strategy).__name__, strategy.num_replicas_in_sync, strategy.cluster_resolver is resolver)
 """
     result = subprocess.run(
@@ -95,4 +98,4 @@ print(type(strategy).__name__, strategy.num_replicas_in_sync, strategy.cluster_r
         env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin", "PYTHONPATH": REPO_ROOT},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-3:] == ["CollectiveAllReduceStrategy", "1", "True"]
+    assert result.stdout.split()[-5:] == ["4096", "RING", "CollectiveAllReduceStrategy", "1", "True"]

@@ -60,3 +60,23 @@ def test_the_same_script_runs_as_two_workers(tmp_path):
     check_summary(tmp_path, replicas=2, workers=2)
     written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
     assert sorted(written) == sorted([str(tmp_path / "summary.json"), str(tmp_path / "curves.png")])  # chief only
+
+
+def test_the_optimizer_flag_takes_registry_names(tmp_path):
+    summary = tutorial_module().main(
+        ["--smoke", "--optimizer", "lookahead_radam", "--learning-rate", "0.002", "--output-dir", str(tmp_path)]
+    )
+    assert summary["optimizer"] == "lookahead_radam"
+    assert 0.0 <= summary["final_validation_accuracy"] <= 1.0
+
+
+def test_smoke_run_with_the_fast_recipe(tmp_path):
+    summary = tutorial_module().main(
+        ["--smoke", "--recipe", "fast", "--label-smoothing", "0", "--output-dir", str(tmp_path)]
+    )
+    assert summary == check_summary(tmp_path, 1, 1)
+    choices = summary["recipe_choices"]
+    assert summary["recipe"] == "fast" and (summary["optimizer"], summary["global_batch_size"]) == ("adabelief", 64)
+    assert (choices["schedule"], choices["augment"], choices["weight_decay"]) == ("one_cycle", True, 0.05)
+    assert choices["label_smoothing"] == 0.0  # the explicit flag overrides the recipe's 0.1
+    assert len(summary["epoch_seconds"]) == 1

@@ -25,6 +25,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from lepton_keras.data.augment import augment_dataset
+
 from lepton_keras.distribute import cluster
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -75,6 +77,7 @@ class Cifar10:
         seed: int = 0,
         one_hot: bool = False,
         per_worker_pipelines: bool | None = None,
+        augment: bool = False,
     ):
         """Shuffled training batches of `global_batch_size` images in all, across all replicas.
 
@@ -88,6 +91,9 @@ class Cifar10:
                 (`strategy.distribute_datasets_from_function`). Default: when the strategy
                 has several workers. Otherwise the result is a plain `tf.data.Dataset` of
                 global batches, which Keras splits between the replicas.
+            augment: random 32x32 crops of the image zero-padded by 4 pixels, flipped
+                horizontally half of the time (`lepton_keras.data.augment`), drawn anew each
+                epoch from `seed` (default False).
 
         Incomplete batches are dropped, so every step has the same shape everywhere.
         Images are float32 in [0, 1]. Pass the result to `model.fit` as it is.
@@ -106,7 +112,7 @@ class Cifar10:
                     f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
                     "per_worker_pipelines=True (the default under a multi-worker strategy)"
                 )
-            return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot)
+            return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot, augment)
 
         def pipeline_for_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
             batch = context.get_per_replica_batch_size(global_batch_size)
@@ -120,17 +126,19 @@ class Cifar10:
                     f"the images were loaded as shard {self.shard[0]} of {self.shard[1]}, but the strategy "
                     f'has {context.num_input_pipelines} input pipeline(s); load them with shard="auto"'
                 )
-            return self._pipeline(index, count, batch, local_replicas, shuffle, seed, one_hot)
+            return self._pipeline(index, count, batch, local_replicas, shuffle, seed, one_hot, augment)
 
         return strategy.distribute_datasets_from_function(pipeline_for_worker)
 
-    def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot) -> tf.data.Dataset:
+    def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot, augment):
         """Batches of shard `index` of `count`, each step giving `local_replicas` whole batches."""
         images, labels = self.train_images[index::count], self.train_labels[index::count]
         size = len(labels) - len(labels) % (batch_size * local_replicas)
         dataset = tf.data.Dataset.from_tensor_slices((images[:size], labels[:size]))
         if shuffle:
             dataset = dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True)
+        if augment:
+            dataset = augment_dataset(dataset, seed=seed + self.shard[0] + index)
         dataset = _batch_and_scale(dataset, batch_size, drop_remainder=True, one_hot=one_hot)
         if local_replicas > 1:
             # A distributed dataset reports the number of per-replica batches as its length,
@@ -290,7 +298,9 @@ def load_cifar10(
             (default: 5,000, at most a tenth). Ignored for "tfds", which has a test split.
         train_limit: keep only this many training images (a seeded random choice), for
             quick runs; applied before sharding.
-        validation_limit: keep only the first this many validation images.
+        validation_limit: keep only this many validation images (a seeded random choice from
+            an image folder or the sample, the same on every worker; the first ones of
+            tensorflow-datasets' test split).
         shard: "auto" (default: this worker's shard when TF_CONFIG describes a cluster),
             None (everything), or (index, count).
         seed: seed of the validation split and of `train_limit`'s choice (default 0).
@@ -323,7 +333,10 @@ def load_cifar10(
 
     train, validation = _split(len(items), validation_size, seed)
     train = _shard(train, train_limit, shard, seed)
-    validation = validation[:validation_limit]
+    if validation_limit is not None:
+        # a seeded random subset: the folder is sorted by class, so a prefix would miss classes
+        chosen = np.random.default_rng(seed + 2).permutation(len(validation))[:validation_limit]
+        validation = np.sort(validation[chosen])
     return Cifar10(
         decode(train), labels[train], decode(validation), labels[validation], source, location, "validation", shard
     )

@@ -62,14 +62,16 @@ def _cluster_configured(cluster_resolver) -> bool:
     return cluster.parse_tf_config(os.environ.get(cluster.TF_CONFIG_ENV)) is not None
 
 
-def _communication_options(communication: str):
+def _communication_options(communication: str, bytes_per_pack: int):
     if communication not in COMMUNICATION_IMPLEMENTATIONS:
         raise ValueError(
             f"communication must be one of {sorted(COMMUNICATION_IMPLEMENTATIONS)}, "
             f"received: {communication!r}"
         )
+    if not isinstance(bytes_per_pack, int) or isinstance(bytes_per_pack, bool) or bytes_per_pack < 0:
+        raise ValueError(f"bytes_per_pack must be a non-negative integer, received: {bytes_per_pack!r}")
     return tf.distribute.experimental.CommunicationOptions(
-        implementation=COMMUNICATION_IMPLEMENTATIONS[communication]
+        bytes_per_pack=bytes_per_pack, implementation=COMMUNICATION_IMPLEMENTATIONS[communication]
     )
 
 
@@ -79,6 +81,7 @@ def get_strategy(
     cpu_replicas: int | None = None,
     cluster_resolver=None,
     communication: str = "auto",
+    bytes_per_pack: int = 0,
 ) -> tf.distribute.Strategy:
     """Returns the strategy for this machine or cluster.
 
@@ -91,6 +94,10 @@ def get_strategy(
             `SlurmClusterResolver`) used instead of TF_CONFIG.
         communication: collective implementation for multi-worker all-reduce:
             "auto" (default), "ring" or "nccl".
+        bytes_per_pack: pack the gradients of a multi-worker all-reduce into chunks of
+            about this many bytes, one collective each (default 0: TensorFlow packs them
+            into a single chunk). Smaller packs start communicating before the whole backward
+            pass is done; measure with benchmarks/scaling.py.
 
     For multi-worker strategies the Keras compatibility fixes of
     `lepton_keras.distribute.keras_compat` are applied, so `model.fit`, `evaluate` and
@@ -114,7 +121,7 @@ def get_strategy(
         not isinstance(cpu_replicas, int) or isinstance(cpu_replicas, bool) or cpu_replicas < 1
     ):
         raise ValueError(f"cpu_replicas must be a positive integer, received: {cpu_replicas!r}")
-    options = _communication_options(communication)
+    options = _communication_options(communication, bytes_per_pack)
     has_cluster = _cluster_configured(cluster_resolver)  # validates TF_CONFIG
     if kind == "auto":
         if has_cluster:
