@@ -74,11 +74,16 @@ def worker(args) -> None:
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            if args.profile_dir and epoch == 1:
+                task = distribute.task_info(strategy)
+                tf.profiler.experimental.start(os.path.join(args.profile_dir, f"{args.setup}-{task.worker_index}"))
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds = time.perf_counter() - self.start
             self.steps = self.params.get("steps")
+            if args.profile_dir and epoch == 1:
+                tf.profiler.experimental.stop()
 
     timer = EpochTimer()
     model.fit(train, epochs=2, verbose=0, callbacks=[timer], shuffle=False)
@@ -132,6 +137,8 @@ def _shared_flags(args) -> list[str]:
              "--bytes-per-pack", str(args.bytes_per_pack)]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
+    if args.profile_dir:
+        flags += ["--profile-dir", os.path.abspath(args.profile_dir)]
     if args.cpu:
         flags.append("--cpu")
     return flags
@@ -149,6 +156,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True,
                         help="mirror over logical CPU devices (--no-cpu: over the visible GPUs)")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--profile-dir", default=None,
+                        help="write a TensorFlow profile of each process's timed epoch here (see profile_summary.py)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--setup", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

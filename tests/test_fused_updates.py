@@ -3,7 +3,8 @@
 1. every row of the optimizer table gives the same weights and optimizer variables within
    1e-6 over 15 steps with `fused_updates` on and off, with no strategy and under
    MirroredStrategy over 2 replicas (every device's copy);
-2. the fused path calls an XLA-compiled (`_XlaMustCompile`) function, the unfused one none;
+2. the fused path calls an XLA-compiled (`_XlaMustCompile`) function that takes the
+   variables as inputs (none captured) and assigns them inside, the unfused one none;
 3. FusedUpdates around Keras's Adam (with weight decay), SGD and Lion equals the plain
    Keras optimizer within 1e-6, with no strategy and over 2 replicas;
 4. configs round-trip with `fused_updates`, a bad value is refused, the registry builds
@@ -11,6 +12,7 @@
 """
 
 import contextlib
+import gc
 
 import keras
 import numpy as np
@@ -111,7 +113,7 @@ def test_fused_updates_under_mirrored_strategy_equal_one_device(name, mirrored):
 
 @pytest.fixture
 def compiled_functions(monkeypatch):
-    """The pure functions run_update compiles, in call order."""
+    """The pure functions update_in_place compiles, in call order."""
     seen = []
     original = base.compiled_update
 
@@ -126,10 +128,44 @@ def compiled_functions(monkeypatch):
 def test_the_fused_path_runs_an_xla_compiled_function(compiled_functions):
     _train(lambda: Lookahead(RAdam(0.01), sync_period=2), fused=True)
     assert radam_update in compiled_functions and lookahead_update in compiled_functions
-    args = [tf.constant(PARAMS[1])] * 4
+    variable, m, v = (tf.Variable(PARAMS[1]) for _ in range(3))
     scalars = {key: tf.constant(0.5) for key in ("learning_rate", "beta_1", "beta_2", "epsilon", "step")}
-    concrete = base.compiled_update(radam_update).get_concrete_function(*args, **scalars)
+    reads = [base._Read(index, "float32") for index in range(3)]
+    concrete = base.compiled_update(radam_update).get_concrete_function(
+        (variable.handle, m.handle, v.handle), ("float32",) * 3, (reads[0], tf.constant(PARAMS[1]), *reads[1:]),
+        scalars,
+    )
     assert concrete.function_def.attr["_XlaMustCompile"].b
+    # In place: the variables are inputs of the kernel, which writes them (nothing is returned),
+    # and the trace references none (it outlives the variables it was traced with).
+    assert not concrete.captured_inputs and not concrete.graph.variables
+    assert [op.type for op in concrete.graph.get_operations()].count("AssignVariableOp") == 3
+    assert concrete.structured_outputs is None
+
+
+def test_a_compiled_update_outlives_the_variables_it_was_traced_with():
+    def train_once():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(1)])
+        model.compile(optimizer=RAdam(0.01), loss="mse")
+        model.fit(np.ones((16, 8)), np.ones((16, 1)), epochs=2, verbose=0)
+        return model.get_weights()
+
+    first = train_once()
+    gc.collect()  # the first model's variables are gone; the cached compiled update remains
+    for second, expected in zip(train_once(), first):
+        np.testing.assert_array_equal(second, expected)
+
+
+def test_a_fused_update_refuses_a_result_count_that_differs_from_its_targets():
+    variable, slot = tf.Variable(PARAMS[1]), tf.Variable(PARAMS[1])
+    for fused in (True, False):
+        with pytest.raises(ValueError, match="returned 1 values for 2 targets"):
+            base.update_in_place(_half, (variable, slot), variable, fused=fused)
+
+
+def _half(variable):
+    return variable / 2
 
 
 def test_the_unfused_path_compiles_nothing(compiled_functions):

@@ -112,8 +112,9 @@ class Adan(LeptonOptimizer):
         m, v, n, previous_gradient = self._m[index], self._v[index], self._n[index], self._previous_gradients[index]
         decay = self.proximal_weight_decay if self.proximal_weight_decay and not excluded_from_weight_decay(self, variable) else 0.0
         gradient = ops.cast(gradient, dtype)
-        new_variable, new_m, new_v, new_n = self.run_update(
+        self.update_in_place(
             adan_update,
+            (variable, m, v, n),
             variable,
             gradient,
             previous_gradient,
@@ -128,11 +129,9 @@ class Adan(LeptonOptimizer):
             weight_decay=ops.cast(decay, dtype),
             step=ops.cast(self.iterations + 1, scalar_dtype),
         )
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-        self.assign(n, new_n)
+        # Outside the fused update: written inside it, XLA first copies the old previous gradient
+        # (measured 1.4x slower on 33.6M parameters).
         self.assign(previous_gradient, gradient)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         return {

@@ -129,8 +129,9 @@ class AdEMAMix(LeptonOptimizer):
             beta_3=beta_3,
             warmup_steps=self.alpha_beta3_warmup_steps,
         )
-        new_variable, new_m1, new_m2, new_nu = self.run_update(
+        self.update_in_place(
             ademamix_update,
+            (variable, m1, m2, nu),
             variable,
             ops.cast(gradient, dtype),
             m1,
@@ -144,10 +145,6 @@ class AdEMAMix(LeptonOptimizer):
             epsilon=ops.cast(self.epsilon, dtype),
             step=step,
         )
-        self.assign(m1, new_m1)
-        self.assign(m2, new_m2)
-        self.assign(nu, new_nu)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         return {

@@ -15,7 +15,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from lepton_keras.optimizers.wrapper import OptimizerWrapper, snapshot
+from lepton_keras.optimizers.base import snapshot
+from lepton_keras.optimizers.wrapper import OptimizerWrapper
 
 
 def accumulate(accumulator, gradient, *, steps, first, last):
@@ -88,7 +89,7 @@ class GradientAccumulation(OptimizerWrapper):
         first = ops.equal(micro_batch % self.steps, 0)
         last = ops.equal((micro_batch + 1) % self.steps, 0)
         self.update_each(distribution, functools.partial(_accumulate, steps=self.steps, first=first, last=last,
-                                                         run_update=self.run_update),
+                                                         update_in_place=self.update_in_place),
                          variables, gradients, accumulators)
 
         def update():
@@ -104,7 +105,7 @@ class GradientAccumulation(OptimizerWrapper):
         return {**super().get_config(), "steps": self.steps}
 
 
-def _accumulate(variable, gradient, accumulator, *, steps, first, last, run_update):
+def _accumulate(variable, gradient, accumulator, *, steps, first, last, update_in_place):
     del variable  # the update runs on each copy of it; only its accumulator changes
-    accumulator.assign(run_update(accumulate, accumulator, ops.cast(gradient, accumulator.dtype), steps=steps,
-                                  first=first, last=last))
+    update_in_place(accumulate, (accumulator,), accumulator, ops.cast(gradient, accumulator.dtype), steps=steps,
+                    first=first, last=last)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval
+from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval, squared_norm
 
 DEFAULT_EXCLUDE_FROM_ADAPTATION = ("bias", "beta", "gamma", "batch_norm", "layer_norm")
 
@@ -158,17 +158,17 @@ class LARS(LeptonOptimizer):
         momentum_weight_decay = ops.cast(self.momentum_weight_decay, norm_dtype)
         trust_ratio = None
         if self._adapted[index]:
-            # The norms are TensorFlow's multithreaded reductions, outside the fused update
-            # (XLA's CPU reductions to a scalar run on one thread).
+            # The norms are taken outside the fused update (see `squared_norm`).
             trust_ratio = lars_trust_ratio(
-                ops.sqrt(ops.sum(ops.square(ops.cast(variable, norm_dtype)))),
-                ops.sqrt(ops.sum(ops.square(ops.cast(gradient, norm_dtype)))),
+                ops.sqrt(squared_norm(variable, norm_dtype)),
+                ops.sqrt(squared_norm(gradient, norm_dtype)),
                 trust_coefficient=ops.cast(self.trust_coefficient, norm_dtype),
                 momentum_weight_decay=momentum_weight_decay,
                 epsilon=ops.cast(self.epsilon, norm_dtype),
             )
-        new_variable, new_velocity = self.run_update(
+        self.update_in_place(
             lars_update,
+            (variable, velocity),
             variable,
             gradient,
             velocity,
@@ -177,8 +177,6 @@ class LARS(LeptonOptimizer):
             trust_ratio=trust_ratio,
             momentum_weight_decay=momentum_weight_decay,
         )
-        self.assign(velocity, new_velocity)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         return {

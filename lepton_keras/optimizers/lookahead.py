@@ -12,7 +12,8 @@ import numbers
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.wrapper import OptimizerWrapper, snapshot
+from lepton_keras.optimizers.base import snapshot
+from lepton_keras.optimizers.wrapper import OptimizerWrapper
 
 
 def lookahead_update(fast, slow, *, slow_step_size, sync):
@@ -97,7 +98,7 @@ class Lookahead(OptimizerWrapper):
         # An inner GradientAccumulation updates only on some calls: synchronise once per update.
         sync = ops.logical_and(ops.greater(updates, updates_before), ops.equal(updates % self.sync_period, 0))
         synchronise = functools.partial(_synchronise, slow_step_size=self.slow_step_size, sync=sync,
-                                        run_update=self.run_update)
+                                        update_in_place=self.update_in_place)
         self.update_each(distribution, synchronise, variables, slow_weights)
 
     def get_config(self):
@@ -108,7 +109,5 @@ def _start_slow(variable, slow, *, first):
     slow.assign(ops.where(first, variable, slow))
 
 
-def _synchronise(variable, slow, *, slow_step_size, sync, run_update):
-    new_fast, new_slow = run_update(lookahead_update, variable, slow, slow_step_size=slow_step_size, sync=sync)
-    slow.assign(new_slow)
-    variable.assign(new_fast)
+def _synchronise(variable, slow, *, slow_step_size, sync, update_in_place):
+    update_in_place(lookahead_update, (variable, slow), variable, slow, slow_step_size=slow_step_size, sync=sync)

@@ -117,8 +117,9 @@ class MADGRAD(LeptonOptimizer):
         gradient = ops.cast(gradient, dtype)
         if self.coupled_weight_decay and not excluded_from_weight_decay(self, variable):
             gradient = gradient + ops.cast(self.coupled_weight_decay, dtype) * variable
-        new_variable, new_s, new_nu = self.run_update(
+        self.update_in_place(
             madgrad_update,
+            (variable, s, nu),
             variable,
             gradient,
             self._x0[index],
@@ -129,9 +130,6 @@ class MADGRAD(LeptonOptimizer):
             epsilon=ops.cast(self.epsilon, dtype),
             step=ops.cast(self.iterations + 1, keras.backend.result_type(dtype, "float32")),
         )
-        self.assign(s, new_s)
-        self.assign(nu, new_nu)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         config = super().get_config()

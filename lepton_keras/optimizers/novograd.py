@@ -11,7 +11,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_bool, check_non_negative, check_unit_interval
+from lepton_keras.optimizers.base import (LeptonOptimizer, check_bool, check_non_negative, check_unit_interval,
+                                         squared_norm)
 
 
 def novograd_update(variable, gradient, m, v, *, squared_norm, learning_rate, beta_1, beta_2, epsilon,
@@ -120,15 +121,15 @@ class NovoGrad(LeptonOptimizer):
         m, v = self._momentums[index], self._layer_velocities[index]
         norm_dtype = v.dtype
         gradient = ops.cast(gradient, dtype)
-        new_variable, new_m, new_v = self.run_update(
+        self.update_in_place(
             novograd_update,
+            (variable, m, v),
             variable,
             gradient,
             m,
             v,
-            # TensorFlow's multithreaded reduction, outside the fused update (XLA's CPU
-            # reductions to a scalar run on one thread).
-            squared_norm=ops.sum(ops.square(ops.cast(gradient, norm_dtype))),
+            # Taken outside the fused update (see `squared_norm`).
+            squared_norm=squared_norm(gradient, norm_dtype),
             learning_rate=ops.cast(learning_rate, dtype),
             beta_1=ops.cast(self.beta_1, norm_dtype),
             beta_2=ops.cast(self.beta_2, norm_dtype),
@@ -137,9 +138,6 @@ class NovoGrad(LeptonOptimizer):
             grad_averaging=self.grad_averaging,
             step=ops.cast(self.iterations + 1, norm_dtype),
         )
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         return {

@@ -13,7 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from lepton_keras.distribute.keras_compat import excluded_from_weight_decay
-from lepton_keras.optimizers.base import LeptonOptimizer, check_bool, check_number
+from lepton_keras.optimizers.base import LeptonOptimizer, check_bool, check_number, snapshot
 
 _HALF_PRECISION = ("float16", "bfloat16")
 _SCALAR_DTYPE = "float32"  # d, d_max and the running sums
@@ -224,14 +224,15 @@ class Prodigy(LeptonOptimizer):
             t = ops.cast(step + 1, _SCALAR_DTYPE)
             bias_correction = ops.sqrt(1.0 - ops.power(self.beta_2, t)) / (1.0 - ops.power(self.beta_1, t))
         decay = self.prodigy_weight_decay if self.prodigy_weight_decay and not excluded_from_weight_decay(self, variable) else 0.0
-        x = ops.cast(variable, compute)
+        x = ops.cast(snapshot(variable), compute)  # before the step
         gradient = ops.cast(gradient, compute)
         if not self.decoupled_weight_decay:
             gradient, decay = gradient + ops.cast(decay, compute) * x, 0.0
         scalars = {"learning_rate": ops.cast(lr, compute), "d": ops.cast(d, compute),
                    "beta_3": ops.cast(beta_3, compute), "bias_correction": ops.cast(bias_correction, compute)}
-        new_variable, new_m, new_v, new_s = self.run_update(
+        self.update_in_place(
             prodigy_update,
+            (variable, m, v, s),
             x,
             gradient,
             ops.cast(m, compute),
@@ -245,19 +246,16 @@ class Prodigy(LeptonOptimizer):
             **scalars,
         )
         # The sums over the variable are TensorFlow's multithreaded reductions, outside the
-        # fused update (XLA's CPU reductions to a scalar run on one thread).
-        d_numerator, d_denominator = prodigy_sums(gradient, ops.cast(x0, compute), x, new_s,
+        # fused update (XLA's CPU reductions to a scalar run on one thread); x is the variable
+        # before the step, s already the new one.
+        d_numerator, d_denominator = prodigy_sums(gradient, ops.cast(x0, compute), x, ops.cast(s, compute),
                                                   ops.cast(d_numerator, compute), ops.cast(d_denominator, compute),
                                                   **scalars)
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-        self.assign(s, new_s)
         self.assign(self.d, d)
         self.assign(self.d_max, d_max)
         self.assign(self.d_numerator, d_numerator)
         self.assign(self.d_denominator, d_denominator)
         self.assign(self.d_step, step)
-        self.assign(variable, ops.cast(new_variable, variable.dtype))
 
     def get_config(self):
         return {

@@ -115,8 +115,9 @@ class RAdam(LeptonOptimizer):
         scalar_dtype = keras.backend.result_type(dtype, "float32")
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        new_variable, new_m, new_v = self.run_update(
+        self.update_in_place(
             radam_update,
+            (variable, m, v),
             variable,
             ops.cast(gradient, dtype),
             m,
@@ -127,9 +128,6 @@ class RAdam(LeptonOptimizer):
             epsilon=ops.cast(self.epsilon, dtype),
             step=ops.cast(self.iterations + 1, scalar_dtype),
         )
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

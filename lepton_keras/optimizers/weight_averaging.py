@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from lepton_keras.optimizers.wrapper import OptimizerWrapper, snapshot
+from lepton_keras.optimizers.base import snapshot
+from lepton_keras.optimizers.wrapper import OptimizerWrapper
 
 
 def swa_update(average, variable, *, count):
@@ -91,7 +92,7 @@ class WeightAveraging(OptimizerWrapper):
         # An inner GradientAccumulation updates only on some calls: one snapshot per update.
         take = ops.logical_and(ops.greater(updates, updates_before), self.takes_average(updates))
         rule, arguments = self.average_rule(update_count=updates, average_count=snapshot(self._average_count))
-        update = functools.partial(_update_average, run_update=self.run_update, rule=rule, take=take, **arguments)
+        update = functools.partial(_update_average, update_in_place=self.update_in_place, rule=rule, take=take, **arguments)
         self.update_each(distribution, update, variables, averages)
         self._average_count.assign_add(ops.cast(take, "int64"))
 
@@ -155,8 +156,8 @@ class WeightAveraging(OptimizerWrapper):
         return {**super().get_config(), "start_step": self.start_step}
 
 
-def _update_average(variable, average, *, run_update, rule, take, **arguments):
-    average.assign(run_update(_taken_average, average, variable, rule=rule, take=take, **arguments))
+def _update_average(variable, average, *, update_in_place, rule, take, **arguments):
+    update_in_place(_taken_average, (average,), average, variable, rule=rule, take=take, **arguments)
 
 
 def _taken_average(average, variable, *, rule, take, **arguments):

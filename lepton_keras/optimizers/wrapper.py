@@ -64,7 +64,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         transform_gradients(gradients, variables) -> gradients   (replica context, global gradients)
         build(variables)                                          (create own state; call super().build)
         apply_in_cross_replica(distribution, gradients, variables) (default: the inner update)
-    and use `self.apply_inner(...)`, `self.update_each(...)` and `self.run_update(...)` (a pure
+    and use `self.apply_inner(...)`, `self.update_each(...)` and `self.update_in_place(...)` (a pure
     per-variable function, XLA-compiled when `fused_updates`) inside it.
 
     Args:
@@ -186,20 +186,23 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
                 variable.assign(variable.constraint(variable))
         inner.iterations.assign_add(1)
 
-    def run_update(self, function, *args, **kwargs):
-        """`function(*args, **kwargs)` of a pure per-variable function, XLA-compiled when `fused_updates`."""
-        return base.run_update(function, *args, fused=self.fused_updates, **kwargs)
+    def update_in_place(self, function, targets, *args, **kwargs):
+        """Assigns a pure per-variable `function(*args, **kwargs)` to `targets`, in one XLA kernel when
+        `fused_updates` (see `lepton_keras.optimizers.base.update_in_place`)."""
+        base.update_in_place(function, targets, *args, fused=self.fused_updates, **kwargs)
 
     def update_each(self, distribution, function, variables, *per_variable_args):
         """Runs `function(variable, *args)` on every device's copy of each variable.
 
         `per_variable_args` are lists parallel to `variables` (gradients, slots); distributed
-        values among them are split per device.
+        values among them are split per device, and `function` receives the copies of the
+        variables among them on the device of `variable`'s copy.
         """
         for index, variable in enumerate(variables):
             args = tuple(arg[index] for arg in per_variable_args)
             args = tuple(a.value if isinstance(a, keras.Variable) else a for a in args)
-            distribution.extended.update(variable.value, function, args=args, group=False)
+            distribution.extended.update(variable.value, functools.partial(_on_device_copies, function), args=args,
+                                         group=False)
 
     def get_config(self):
         config = super().get_config()
@@ -217,10 +220,9 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
-def snapshot(variable):
-    """The value of a Keras variable now, as a tensor (`keras.ops.convert_to_tensor` returns the variable
-    itself, which later reads see updated); in cross-replica context, the first copy's value."""
-    return tf.convert_to_tensor(variable.value)
+def _on_device_copies(function, variable, *args):
+    """`function(variable, *args)` with the variables among `args` taken on `variable`'s device."""
+    return function(variable, *(base.device_copy(arg, variable.device) for arg in args))
 
 
 def _keras_update(optimizer, variable, gradient, learning_rate, *, decay: bool):

@@ -89,8 +89,9 @@ class Yogi(LeptonOptimizer):
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        new_variable, new_m, new_v = self.run_update(
+        self.update_in_place(
             yogi_update,
+            (variable, m, v),
             variable,
             ops.cast(gradient, dtype),
             m,
@@ -100,9 +101,6 @@ class Yogi(LeptonOptimizer):
             beta_2=ops.cast(self.beta_2, dtype),
             epsilon=ops.cast(self.epsilon, dtype),
         )
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-        self.assign(variable, new_variable)
 
     def get_config(self):
         return {
