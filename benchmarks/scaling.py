@@ -9,9 +9,13 @@ processes with a fixed number of CPU threads per replica:
     workers    2 local worker processes (MultiWorkerMirroredStrategy), 1 replica each
 
 Every replica sees the same per-replica batch (weak scaling), so N replicas do N times
-the work per step; scaling efficiency = images/s / (N x single-process images/s).
+the work per step; scaling efficiency = images/s / (N x single-process images/s). The
+set-ups run in alternating rounds (`--rounds`, default 3); each speed-up divides by the
+single process of its own round, and the table gives the medians. `--profile-dir` adds
+one untimed round that writes a TensorFlow profile of every process
+(`profile_summary.py` breaks it down per step).
 
-    python benchmarks/scaling.py --data-dir /tmp/cifar10/train --steps 100
+    python benchmarks/scaling.py --data-dir /tmp/cifar10/train --steps 50 --profile-dir /tmp/profiles
     python benchmarks/scaling.py --communication ring --bytes-per-pack 262144
 
 On a GPU machine the same script measures GPUs: pass `--threads 0` (TensorFlow's default
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +41,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 SETUPS = {"single": 1, "mirrored": 2, "workers": 2}
+PROFILE_MARGIN = 5  # steps left out of the profile at each end of the timed epoch
 
 
 def worker(args) -> None:
@@ -52,6 +58,7 @@ def worker(args) -> None:
     from benchmarks._tutorial import build_model
     from lepton_keras import data as lepton_data
     from lepton_keras import distribute
+    from lepton_keras.optimizers import get as get_optimizer
 
     if args.setup == "single":
         strategy = distribute.get_strategy("default")
@@ -70,23 +77,37 @@ def worker(args) -> None:
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = build_model()
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        model.compile(optimizer=get_optimizer(args.optimizer, learning_rate=1e-3), loss="categorical_crossentropy")
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            if args.profile_dir and epoch == 1:
-                task = distribute.task_info(strategy)
-                tf.profiler.experimental.start(os.path.join(args.profile_dir, f"{args.setup}-{task.worker_index}"))
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds = time.perf_counter() - self.start
             self.steps = self.params.get("steps")
-            if args.profile_dir and epoch == 1:
+
+    class Profile(keras.callbacks.Callback):
+        """Profiles the second epoch but its first and last PROFILE_MARGIN steps."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == PROFILE_MARGIN:
+                task = distribute.task_info(strategy)
+                tf.profiler.experimental.start(os.path.join(args.profile_dir, f"{args.setup}-{task.worker_index}"))
+
+        def on_train_batch_end(self, batch, logs=None):
+            # Stopped while every worker still trains: a worker whose peers had exited
+            # crashed in the profiler's stop.
+            if self.epoch == 1 and batch == self.params["steps"] - PROFILE_MARGIN - 1:
                 tf.profiler.experimental.stop()
 
+    # Batch-level callbacks make Keras wait for each step's logs, so the timed runs have none.
     timer = EpochTimer()
-    model.fit(train, epochs=2, verbose=0, callbacks=[timer], shuffle=False)
+    model.fit(train, epochs=2, verbose=0, callbacks=[timer, *([Profile()] if args.profile_dir else [])],
+              shuffle=False)
     steps = timer.steps
     result = {
         "setup": args.setup,
@@ -134,7 +155,7 @@ class _Capture:
 def _shared_flags(args) -> list[str]:
     flags = ["--steps", str(args.steps), "--per-replica-batch", str(args.per_replica_batch),
              "--threads", str(args.threads), "--communication", args.communication,
-             "--bytes-per-pack", str(args.bytes_per_pack)]
+             "--bytes-per-pack", str(args.bytes_per_pack), "--optimizer", args.optimizer]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
     if args.profile_dir:
@@ -153,29 +174,43 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (default: the bundled sample)")
     parser.add_argument("--communication", default="auto", choices=["auto", "ring", "nccl"])
     parser.add_argument("--bytes-per-pack", type=int, default=0)
+    parser.add_argument("--optimizer", default="adam",
+                        help="a lepton_keras.optimizers registry name (default adam: Keras's own)")
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True,
                         help="mirror over logical CPU devices (--no-cpu: over the visible GPUs)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every set-up; medians are reported")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--profile-dir", default=None,
-                        help="write a TensorFlow profile of each process's timed epoch here (see profile_summary.py)")
+                        help="after the timed rounds, run every set-up once more and write a TensorFlow profile of "
+                             f"each process's second epoch (but its first and last {PROFILE_MARGIN} steps) "
+                             "here (see profile_summary.py)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--setup", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile_dir and args.steps <= 2 * PROFILE_MARGIN:
+        parser.error(f"--profile-dir needs --steps above {2 * PROFILE_MARGIN}")
     if args.worker:
         worker(args)
         return
 
-    results = {setup: run_setup(setup, args) for setup in args.setups}
-    baseline = results.get("single")
-    print(f"tutorial CNN, Adam, per-replica batch {args.per_replica_batch}, {args.steps} steps per epoch, "
+    # Rounds alternate the set-ups, and each speed-up divides by the single process of its own
+    # round, so that a load that changes during the run (a shared machine) affects both alike.
+    untimed = argparse.Namespace(**{**vars(args), "profile_dir": None})
+    rounds = [{setup: run_setup(setup, untimed) for setup in args.setups} for _ in range(args.rounds)]
+    if args.profile_dir:  # one more round, profiled and not timed: the profiler slows the epoch
+        for setup in args.setups:
+            run_setup(setup, args)
+    print(f"tutorial CNN, {args.optimizer}, per-replica batch {args.per_replica_batch}, {args.steps} steps per epoch, "
           f"{args.threads or 'default'} thread(s) per replica, {os.cpu_count()} CPUs, communication "
-          f"{args.communication}, bytes_per_pack {args.bytes_per_pack}\n")
-    print("| set-up | replicas | images/s | speed-up | scaling efficiency |\n|---|---|---|---|---|")
-    for setup, result in results.items():
-        speedup = result["images_per_second"] / baseline["images_per_second"] if baseline else float("nan")
-        print(f"| {setup} | {result['replicas']} | {result['images_per_second']:.0f} | {speedup:.2f}x | "
-              f"{speedup / result['replicas']:.0%} |")
-
+          f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, median of {args.rounds} round(s)\n")
+    print("| set-up | replicas | images/s | speed-up | scaling efficiency | speed-up per round |\n|---|---|---|---|---|---|")
+    for setup in args.setups:
+        replicas = rounds[0][setup]["replicas"]
+        speedups = [r[setup]["images_per_second"] / r["single"]["images_per_second"] for r in rounds if "single" in r]
+        speedup = statistics.median(speedups) if speedups else float("nan")
+        images = statistics.median(r[setup]["images_per_second"] for r in rounds)
+        print(f"| {setup} | {replicas} | {images:.0f} | {speedup:.2f}x | {speedup / replicas:.0%} | "
+              f"{', '.join(f'{value:.2f}' for value in speedups)} |")
 
 if __name__ == "__main__":
     main()

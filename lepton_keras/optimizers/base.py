@@ -3,8 +3,9 @@
 Every optimizer keeps its math in a pure function that returns new values.
 `update_in_place` assigns them, either op by op, or compiled with XLA into one kernel per
 call (`fused`): without fusion, TensorFlow runs each element-wise operation of the update
-as its own pass over memory; fused, the update reads the gradient, the variable and its
-slots once and writes them in place, like Keras's Adam inside a `jit_compile` train step.
+as its own pass over memory and allocates its result; fused, XLA merges them into a few
+loops (about one per slot) that write the variable and its slots in place, like Keras's
+Adam inside a `jit_compile` train step.
 """
 
 from __future__ import annotations
@@ -208,9 +209,9 @@ class LeptonOptimizer(keras.optimizers.Optimizer):
     Args:
         learning_rate: a float, a `keras.optimizers.schedules.LearningRateSchedule` or a
             callable.
-        fused_updates: compile each variable's update with XLA into one kernel that reads
-            the gradient, the variable and its slots once (default True). False runs the
-            same operations one by one (the same numbers within float rounding).
+        fused_updates: compile each variable's update with XLA into one kernel that writes
+            the variable and its slots in place (default True). False runs the same
+            operations one by one (the same numbers within float rounding).
         **kwargs: Keras's optimizer keywords (weight_decay, clipnorm, ..., name).
     """
 

@@ -23,8 +23,8 @@ class FusedUpdates(OptimizerWrapper):
     When to use it: around Keras's own optimizers (Adam, AdamW, SGD, Lion, ...) in a train
     step that is not compiled with `jit_compile=True` (distribution strategies, models XLA
     cannot compile), where the update is memory-bound and each of its element-wise
-    operations reads and writes the whole variable. Fused, the update reads the gradient,
-    the variable and its slots once and writes them once; the numbers are the inner
+    operations reads and writes the whole variable. Fused, XLA merges them into a few loops
+    that write the variable and its slots in place; the numbers are the inner
     optimizer's (within float rounding). lepton_keras's own optimizers fuse by themselves
     (`fused_updates=True`, their default); a wrapper inside is run as usual.
 
