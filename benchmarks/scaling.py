@@ -73,7 +73,8 @@ def worker(args) -> None:
     images = args.steps * global_batch
     source = "folder" if args.data_dir else "sample"
     data = lepton_data.load_cifar10(source, data_dir=args.data_dir, train_limit=images, validation_size=0)
-    train = data.train_dataset(global_batch, strategy=strategy, one_hot=True)
+    train = data.train_dataset(global_batch, strategy=strategy, one_hot=True, repeat=args.repeat)
+    steps_per_epoch = data.steps_per_epoch(global_batch, strategy=strategy) if args.repeat else None
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = build_model()
@@ -107,7 +108,7 @@ def worker(args) -> None:
     # Batch-level callbacks make Keras wait for each step's logs, so the timed runs have none.
     timer = EpochTimer()
     model.fit(train, epochs=2, verbose=0, callbacks=[timer, *([Profile()] if args.profile_dir else [])],
-              shuffle=False)
+              shuffle=False, steps_per_epoch=steps_per_epoch)
     steps = timer.steps
     result = {
         "setup": args.setup,
@@ -155,7 +156,8 @@ class _Capture:
 def _shared_flags(args) -> list[str]:
     flags = ["--steps", str(args.steps), "--per-replica-batch", str(args.per_replica_batch),
              "--threads", str(args.threads), "--communication", args.communication,
-             "--bytes-per-pack", str(args.bytes_per_pack), "--optimizer", args.optimizer]
+             "--bytes-per-pack", str(args.bytes_per_pack), "--optimizer", args.optimizer,
+             "--repeat" if args.repeat else "--no-repeat"]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
     if args.profile_dir:
@@ -178,6 +180,9 @@ def main(argv=None) -> None:
                         help="a lepton_keras.optimizers registry name (default adam: Keras's own)")
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True,
                         help="mirror over logical CPU devices (--no-cpu: over the visible GPUs)")
+    parser.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=True,
+                        help="one repeated dataset with steps_per_epoch (default), so that Keras keeps one "
+                             "iterator; --no-repeat: a new iterator every epoch, as by default in Keras")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every set-up; medians are reported")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--profile-dir", default=None,
@@ -202,7 +207,8 @@ def main(argv=None) -> None:
             run_setup(setup, args)
     print(f"tutorial CNN, {args.optimizer}, per-replica batch {args.per_replica_batch}, {args.steps} steps per epoch, "
           f"{args.threads or 'default'} thread(s) per replica, {os.cpu_count()} CPUs, communication "
-          f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, median of {args.rounds} round(s)\n")
+          f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, "
+          f"{'repeated dataset' if args.repeat else 'new iterator every epoch'}, median of {args.rounds} round(s)\n")
     print("| set-up | replicas | images/s | speed-up | scaling efficiency | speed-up per round |\n|---|---|---|---|---|---|")
     for setup in args.setups:
         replicas = rounds[0][setup]["replicas"]

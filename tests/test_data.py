@@ -216,6 +216,36 @@ def test_mirrored_replicas_see_every_training_image_once_per_epoch(per_worker_pi
     assert count_steps(model, dataset) == 4
 
 
+@pytest.mark.parametrize("replicas", [None, 2])
+def test_steps_per_epoch_counts_the_batches_of_an_epoch(replicas):
+    strategy = get_strategy("mirrored", cpu_replicas=replicas) if replicas else None
+    for train_limit, global_batch in [(300, 64), (257, 32), (100, 100)]:
+        data = load_cifar10("sample", shard=None, train_limit=train_limit)
+        for per_worker_pipelines in ([None] if strategy is None else [False, True]):
+            options = {"strategy": strategy, "per_worker_pipelines": per_worker_pipelines}
+            epoch = sum(1 for _ in data.train_dataset(global_batch, **options))
+            assert data.steps_per_epoch(global_batch, **options) == epoch == train_limit // global_batch
+
+
+def test_a_repeated_dataset_reshuffles_every_epoch_and_trains_with_steps_per_epoch():
+    data = load_cifar10("sample", shard=None, train_limit=256)
+    steps = data.steps_per_epoch(64)
+    batches = iter(data.train_dataset(64, seed=3, repeat=True, augment=True))
+    epochs = [[next(batches) for _ in range(steps)] for _ in range(3)]
+    labels = [np.concatenate([y.numpy() for _, y in epoch]) for epoch in epochs]
+    for epoch_labels in labels:  # every image once per epoch
+        np.testing.assert_array_equal(np.sort(epoch_labels), np.sort(data.train_labels))
+    assert not np.array_equal(labels[0], labels[1]) and not np.array_equal(labels[1], labels[2])
+    first_images = [epoch[0][0].numpy() for epoch in epochs]
+    assert not np.array_equal(first_images[0], first_images[1])  # new order and new crops
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(batch))
+    model.fit(data.train_dataset(64, repeat=True), epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[callback])
+    assert seen == list(range(steps)) * 3
+
+
 def run_sharded_workers(tmp_path, extra_args=()):
     out = tmp_path / "out"
     out.mkdir()
@@ -232,6 +262,8 @@ def test_each_of_two_workers_reads_and_trains_on_its_own_shard(tmp_path):
     assert len(first) == len(second) == 900 and not first & second and first | second == whole
     assert [record["validation_count"] for record in records] == [200, 200]
     assert [record["steps"] for record in records] == [1800 // 32] * 2  # 900 images per worker, 16 per step
+    assert [record["steps_per_epoch"] for record in records] == [1800 // 32] * 2
+    assert [record["repeated_steps"] for record in records] == [2 * (1800 // 32)] * 2
 
 
 @pytest.mark.multiworker

@@ -78,6 +78,7 @@ class Cifar10:
         one_hot: bool = False,
         per_worker_pipelines: bool | None = None,
         augment: bool = False,
+        repeat: bool = False,
     ):
         """Shuffled training batches of `global_batch_size` images in all, across all replicas.
 
@@ -94,25 +95,25 @@ class Cifar10:
             augment: random 32x32 crops of the image zero-padded by 4 pixels, flipped
                 horizontally half of the time (`lepton_keras.data.augment`), drawn anew each
                 epoch from `seed` (default False).
+            repeat: run through the epochs without end, each reshuffled (and re-augmented),
+                for `model.fit(..., steps_per_epoch=data.steps_per_epoch(global_batch_size,
+                strategy=strategy))` (default False). Keras then keeps one iterator for the
+                whole fit instead of building a new one each epoch; under
+                MultiWorkerMirroredStrategy that stalled the first step of every epoch by about
+                a second on 2 CPU cores (benchmarks/README.md).
 
         Incomplete batches are dropped, so every step has the same shape everywhere.
         Images are float32 in [0, 1]. Pass the result to `model.fit` as it is.
         """
+        per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-        if not isinstance(global_batch_size, int) or global_batch_size < 1 or global_batch_size % replicas:
-            raise ValueError(
-                f"the global batch size must be a positive multiple of the {replicas} replica(s), "
-                f"received: {global_batch_size!r}"
-            )
-        if per_worker_pipelines is None:
-            per_worker_pipelines = replicas > 1 and len(strategy.extended.worker_devices) < replicas
         if not per_worker_pipelines:
             if self.shard[1] > 1:
                 raise ValueError(
                     f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
                     "per_worker_pipelines=True (the default under a multi-worker strategy)"
                 )
-            return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot, augment)
+            return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot, augment, repeat)
 
         def pipeline_for_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
             batch = context.get_per_replica_batch_size(global_batch_size)
@@ -126,13 +127,42 @@ class Cifar10:
                     f"the images were loaded as shard {self.shard[0]} of {self.shard[1]}, but the strategy "
                     f'has {context.num_input_pipelines} input pipeline(s); load them with shard="auto"'
                 )
-            return self._pipeline(index, count, batch, local_replicas, shuffle, seed, one_hot, augment)
+            return self._pipeline(index, count, batch, local_replicas, shuffle, seed, one_hot, augment, repeat)
 
         return strategy.distribute_datasets_from_function(pipeline_for_worker)
 
-    def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot, augment):
+    def steps_per_epoch(self, global_batch_size: int, *, strategy=None, per_worker_pipelines: bool | None = None) -> int:
+        """The steps of one epoch of `train_dataset` with the same arguments: the same on every worker.
+
+        Pass it to `model.fit(steps_per_epoch=...)` with `train_dataset(..., repeat=True)`.
+        """
+        per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
+        if not per_worker_pipelines:
+            return len(self.train_labels) // global_batch_size
+        pipelines = strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
+        if self.shard[1] == pipelines:  # loaded as this worker's shard: the shards are equal
+            images_per_worker = len(self.train_labels)
+        else:
+            images_per_worker = len(self.train_labels) // pipelines
+        return images_per_worker // (global_batch_size // pipelines)
+
+    def _per_worker_pipelines(self, global_batch_size, strategy, per_worker_pipelines) -> bool:
+        """Checks the global batch size; whether each worker feeds its replicas from its own pipeline."""
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        if not isinstance(global_batch_size, int) or global_batch_size < 1 or global_batch_size % replicas:
+            raise ValueError(
+                f"the global batch size must be a positive multiple of the {replicas} replica(s), "
+                f"received: {global_batch_size!r}"
+            )
+        if per_worker_pipelines is None:
+            return replicas > 1 and len(strategy.extended.worker_devices) < replicas
+        return per_worker_pipelines
+
+    def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot, augment, repeat):
         """Batches of shard `index` of `count`, each step giving `local_replicas` whole batches."""
-        images, labels = self.train_images[index::count], self.train_labels[index::count]
+        # Equal shards, so that every worker runs the same number of steps.
+        equal = len(self.train_labels) - len(self.train_labels) % count
+        images, labels = self.train_images[:equal][index::count], self.train_labels[:equal][index::count]
         size = len(labels) - len(labels) % (batch_size * local_replicas)
         dataset = tf.data.Dataset.from_tensor_slices((images[:size], labels[:size]))
         if shuffle:
@@ -140,6 +170,8 @@ class Cifar10:
         if augment:
             dataset = augment_dataset(dataset, seed=seed + self.shard[0] + index)
         dataset = _batch_and_scale(dataset, batch_size, drop_remainder=True, one_hot=one_hot)
+        if repeat:
+            dataset = dataset.repeat()
         if local_replicas > 1:
             # A distributed dataset reports the number of per-replica batches as its length,
             # local_replicas times the number of steps; an unknown length makes Keras run

@@ -1,4 +1,7 @@
-"""Worker program: load CIFAR-10 (this worker's shard), train one epoch, record what was read."""
+"""Worker program: load CIFAR-10 (this worker's shard), train one epoch, record what was read.
+
+Then two epochs more from a repeated dataset with `steps_per_epoch`, counting their steps.
+"""
 
 import argparse
 import hashlib
@@ -35,12 +38,18 @@ def main():
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     counter = CountImages()
     model.fit(data.train_dataset(GLOBAL_BATCH, strategy=strategy), epochs=1, verbose=0, callbacks=[counter])
+    steps_per_epoch = data.steps_per_epoch(GLOBAL_BATCH, strategy=strategy)
+    repeated = CountImages()
+    model.fit(data.train_dataset(GLOBAL_BATCH, strategy=strategy, repeat=True), epochs=2, verbose=0,
+              steps_per_epoch=steps_per_epoch, callbacks=[repeated])
     record = {
         "shard": list(data.shard),
         "describe": data.describe(),
         "train_hashes": [hashlib.sha1(image.tobytes()).hexdigest() for image in data.train_images],
         "validation_count": len(data.validation_labels),
         "steps": counter.steps,
+        "steps_per_epoch": steps_per_epoch,
+        "repeated_steps": repeated.steps,
     }
     with open(os.path.join(args.out, f"worker_{task_info(strategy).worker_index}.json"), "w") as file:
         json.dump(record, file)
