@@ -105,7 +105,7 @@ def worker(args) -> None:
             if self.epoch == 1 and batch == self.params["steps"] - PROFILE_MARGIN - 1:
                 tf.profiler.experimental.stop()
 
-    # Batch-level callbacks make Keras wait for each step's logs, so the timed runs have none.
+    # A callback with batch hooks turns off Keras's asynchronous callback dispatch: the timed runs have none.
     timer = EpochTimer()
     model.fit(train, epochs=2, verbose=0, callbacks=[timer, *([Profile()] if args.profile_dir else [])],
               shuffle=False, steps_per_epoch=steps_per_epoch)

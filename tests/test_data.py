@@ -227,6 +227,13 @@ def test_steps_per_epoch_counts_the_batches_of_an_epoch(replicas):
             assert data.steps_per_epoch(global_batch, **options) == epoch == train_limit // global_batch
 
 
+def test_a_worker_shard_fed_as_the_whole_set_is_a_clear_error():
+    data = load_cifar10("sample", shard=(0, 2), train_limit=100)
+    for call in (data.train_dataset, data.steps_per_epoch):
+        with pytest.raises(ValueError, match="shard 0 of 2; feed them with per_worker_pipelines=True"):
+            call(32)
+
+
 def test_a_repeated_dataset_reshuffles_every_epoch_and_trains_with_steps_per_epoch():
     data = load_cifar10("sample", shard=None, train_limit=256)
     steps = data.steps_per_epoch(64)

@@ -108,11 +108,6 @@ class Cifar10:
         per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
         if not per_worker_pipelines:
-            if self.shard[1] > 1:
-                raise ValueError(
-                    f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
-                    "per_worker_pipelines=True (the default under a multi-worker strategy)"
-                )
             return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot, augment, repeat)
 
         def pipeline_for_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -147,7 +142,7 @@ class Cifar10:
         return images_per_worker // (global_batch_size // pipelines)
 
     def _per_worker_pipelines(self, global_batch_size, strategy, per_worker_pipelines) -> bool:
-        """Checks the global batch size; whether each worker feeds its replicas from its own pipeline."""
+        """Checks the arguments; whether each worker feeds its replicas from its own pipeline."""
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
         if not isinstance(global_batch_size, int) or global_batch_size < 1 or global_batch_size % replicas:
             raise ValueError(
@@ -155,7 +150,12 @@ class Cifar10:
                 f"received: {global_batch_size!r}"
             )
         if per_worker_pipelines is None:
-            return replicas > 1 and len(strategy.extended.worker_devices) < replicas
+            per_worker_pipelines = replicas > 1 and len(strategy.extended.worker_devices) < replicas
+        if not per_worker_pipelines and self.shard[1] > 1:
+            raise ValueError(
+                f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
+                "per_worker_pipelines=True (the default under a multi-worker strategy)"
+            )
         return per_worker_pipelines
 
     def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot, augment, repeat):
