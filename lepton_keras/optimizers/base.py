@@ -94,6 +94,15 @@ class _Read(NamedTuple):
     dtype: str
 
 
+def _one_per_target(function, target_count: int, *args, **kwargs) -> tuple:
+    """`function(*args, **kwargs)` as a tuple of `target_count` results; else ValueError."""
+    results = function(*args, **kwargs)
+    results = results if isinstance(results, tuple) else (results,)
+    if len(results) != target_count:
+        raise ValueError(f"{function.__name__} returned {len(results)} values for {target_count} targets")
+    return results
+
+
 def _assigning(function):
     """The body that is compiled: `function` on the inputs, then the assignments of its results."""
 
@@ -103,10 +112,8 @@ def _assigning(function):
                 return tf.raw_ops.ReadVariableOp(resource=handles[value.index], dtype=value.dtype)
             return value
 
-        results = function(*(read(value) for value in args), **{key: read(value) for key, value in kwargs.items()})
-        results = results if isinstance(results, tuple) else (results,)
-        if len(results) != len(target_dtypes):
-            raise ValueError(f"{function.__name__} returned {len(results)} values for {len(target_dtypes)} targets")
+        results = _one_per_target(function, len(target_dtypes), *(read(value) for value in args),
+                                  **{key: read(value) for key, value in kwargs.items()})
         for handle, dtype, result in zip(handles, target_dtypes, results):
             tf.raw_ops.AssignVariableOp(resource=handle, value=tf.cast(result, dtype))
 
@@ -158,17 +165,14 @@ def update_in_place(function, targets, *args, fused: bool, **kwargs):
 
     `function` returns a tensor or a tuple of tensors, one per target, each cast to its
     target's dtype. With `fused`, the computation and the assignments are compiled by XLA
-    into one kernel that reads its inputs once and updates the variables in place. The
+    into one kernel that updates the variables in place. The
     variables among `targets`, `args` and `kwargs` are passed into it as the copies on the
     device of `targets[0]` (the variable being updated, as `update_step` receives it);
     Python numbers and bools are fixed in the trace.
     """
     results_count = len(targets)
     if not fused:
-        results = function(*args, **kwargs)
-        results = results if isinstance(results, tuple) else (results,)
-        if len(results) != results_count:
-            raise ValueError(f"{function.__name__} returned {len(results)} values for {results_count} targets")
+        results = _one_per_target(function, results_count, *args, **kwargs)
         for target, result in zip(targets, results):
             target.assign(ops.cast(result, target.dtype))
         return
