@@ -3,9 +3,11 @@
 import json
 import os
 
+import warnings
+
+import keras
 import numpy as np
 import pytest
-from keras.src.backend.tensorflow import trainer as tf_trainer
 
 from lepton_keras.distribute import get_strategy, keras_compat
 from tests.harness import TrainingCase, launch_workers, max_difference, run_case
@@ -28,10 +30,36 @@ def test_single_worker_strategies_are_not_patched():
 
 def test_patched_functions_leave_single_worker_training_unchanged(monkeypatch):
     reference = run_case(CASE, replicas=2)
-    monkeypatch.setattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", keras_compat._symbolic_build_from_local_batch)
-    monkeypatch.setattr(tf_trainer, "reduce_per_replica", keras_compat._reduce_per_replica_across_replicas)
+    build, reduce = keras_compat._SYMBOLIC_BUILD, keras_compat._REDUCE_PER_REPLICA
+    monkeypatch.setattr(build.owner, build.attribute, keras_compat._symbolic_build_from_local_batch)
+    monkeypatch.setattr(reduce.owner, reduce.attribute, keras_compat._reduce_per_replica_across_replicas)
     assert keras_compat.active_patches() == ["symbolic_build_from_local_batch", "mean_across_replicas"]
     assert max_difference(reference, run_case(CASE, replicas=2)) == 0.0
+
+
+def test_the_patched_functions_are_found_by_signature_in_the_trainer_keras_model_uses():
+    build, reduce = keras_compat._SYMBOLIC_BUILD, keras_compat._REDUCE_PER_REPLICA
+    assert build.missing is None and reduce.missing is None, (build.missing, reduce.missing)
+    assert build.owner in keras.Model.__mro__
+    # The trainer's fit calls the very function found: Keras's own until a fix replaces it.
+    assert getattr(keras.Model, build.attribute) is build.original
+    assert reduce.owner.__name__ == build.owner.__module__
+
+
+def test_a_function_this_keras_lacks_switches_off_its_fix_only_with_one_warning(monkeypatch):
+    class TrainerOfAnotherRelease:
+        def _maybe_symbolic_build(self, data_batch=None):  # the same name, another signature
+            pass
+
+    target = keras_compat.PatchTarget("a symbolic build", [TrainerOfAnotherRelease], ("self", "iterator", "data_batch"))
+    assert target.owner is None and target.current is None and "iterator" in target.missing
+    target.restore()  # nothing to restore: no error
+    monkeypatch.setattr(keras_compat, "_warned_missing", set())
+    with pytest.warns(RuntimeWarning, match="symbolic_build_from_local_batch.*is off"):
+        keras_compat._warn_missing("symbolic_build_from_local_batch", target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_compat._warn_missing("symbolic_build_from_local_batch", target)  # once per fix
 
 
 @pytest.mark.multiworker

@@ -3,30 +3,26 @@
     model.fit(..., callbacks=[lepton_keras.callbacks.LearningRateWarmup(5), lepton_keras.callbacks.DivergenceGuard()])
 """
 
-import importlib
+from lepton_keras.callbacks.checkpoint import ChiefModelCheckpoint, WorkerBackupAndRestore
+from lepton_keras.callbacks.cycle_momentum import CycleMomentum
+from lepton_keras.callbacks.divergence_guard import DivergenceGuard
+from lepton_keras.callbacks.lr_finder import LearningRateFinder, find_learning_rate
+from lepton_keras.callbacks.monitor import LearningRateMonitor
+from lepton_keras.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
+from lepton_keras.callbacks.time_stopping import TimeStopping
+from lepton_keras.callbacks.warmup import LearningRateWarmup
+from lepton_keras.callbacks.weight_averaging import AverageWeightsForEvaluation
 
-_LAZY = {
-    "AverageWeightsForEvaluation": "weight_averaging",
-    "ChiefModelCheckpoint": "checkpoint",
-    "CycleMomentum": "cycle_momentum",
-    "DivergenceGuard": "divergence_guard",
-    "LearningRateFinder": "lr_finder",
-    "LearningRateMonitor": "monitor",
-    "LearningRateWarmup": "warmup",
-    "ReduceLROnPlateau": "reduce_lr_on_plateau",
-    "TimeStopping": "time_stopping",
-    "WorkerBackupAndRestore": "checkpoint",
-    "find_learning_rate": "lr_finder",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__all__ = [
+    "AverageWeightsForEvaluation",
+    "ChiefModelCheckpoint",
+    "CycleMomentum",
+    "DivergenceGuard",
+    "LearningRateFinder",
+    "LearningRateMonitor",
+    "LearningRateWarmup",
+    "ReduceLROnPlateau",
+    "TimeStopping",
+    "WorkerBackupAndRestore",
+    "find_learning_rate",
+]

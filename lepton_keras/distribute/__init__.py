@@ -29,7 +29,12 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name in _LAZY:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
         module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    except Exception as error:
+        # `from lepton_keras.distribute import name` would turn an AttributeError raised while
+        # importing into "cannot import name", hiding its cause: name the cause instead.
+        raise ImportError(f"{__name__}.{_LAZY[name]} failed to import: {type(error).__name__}: {error}") from error
+    return getattr(module, name)

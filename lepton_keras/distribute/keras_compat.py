@@ -45,14 +45,69 @@ same ones on every worker, so they cannot leave the workers out of step.
 
 from __future__ import annotations
 
+import inspect
+import sys
 import threading
+import warnings
 
+import keras
 import tensorflow as tf
-from keras.src.backend.tensorflow import trainer as tf_trainer
 
 _lock = threading.Lock()
-_ORIGINAL_SYMBOLIC_BUILD = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-_ORIGINAL_REDUCE_PER_REPLICA = tf_trainer.reduce_per_replica
+
+
+class PatchTarget:
+    """A function of Keras that a fix replaces: found by its signature, never by its name.
+
+    The first of `owners` (classes or modules) that defines a function with exactly these
+    `parameters` holds it: `owner`, the `attribute` it has in this release and Keras's
+    `original` function. When none does, all three are None, the fix is off and
+    `missing` says what was looked for.
+    """
+
+    def __init__(self, description: str, owners, parameters: tuple[str, ...]):
+        self.description = description
+        self.owner, self.attribute, self.original = None, None, None
+        self.missing = f"{description} (a function with parameters {parameters})"
+        for owner in owners:
+            for name, value in vars(owner).items():
+                if inspect.isfunction(value) and tuple(inspect.signature(value).parameters) == parameters:
+                    self.owner, self.attribute, self.original, self.missing = owner, name, value, None
+                    return
+
+    @property
+    def current(self):
+        return getattr(self.owner, self.attribute) if self.owner is not None else None
+
+    def replace(self, function) -> None:
+        setattr(self.owner, self.attribute, function)
+
+    def restore(self) -> None:
+        if self.owner is not None:
+            setattr(self.owner, self.attribute, self.original)
+
+
+# The TensorFlow backend's trainer is the class of keras.Model's MRO that defines the symbolic
+# build (TensorFlowTrainer in Keras 3.15, Trainer in 3.16); the reduction is in its module.
+_SYMBOLIC_BUILD = PatchTarget("the trainer's symbolic build", keras.Model.__mro__, ("self", "iterator", "data_batch"))
+_REDUCE_PER_REPLICA = PatchTarget(
+    "the trainer module's per-replica reduction",
+    [sys.modules[_SYMBOLIC_BUILD.owner.__module__]] if _SYMBOLIC_BUILD.owner else [],
+    ("values", "strategy", "reduction"),
+)
+_PATCH_TARGETS = {"symbolic_build_from_local_batch": _SYMBOLIC_BUILD, "mean_across_replicas": _REDUCE_PER_REPLICA}
+_warned_missing: set = set()
+
+
+def _warn_missing(fix: str, target: PatchTarget) -> None:
+    if fix not in _warned_missing:
+        _warned_missing.add(fix)
+        warnings.warn(
+            f"lepton_keras: Keras {keras.__version__} has no {target.missing}; the multi-worker fix "
+            f"{fix!r} is off (keras-team/keras#20585). Everything else works; please report it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _is_multi_worker(strategy) -> bool:
@@ -79,7 +134,7 @@ def _symbolic_build_from_local_batch(self, iterator=None, data_batch=None):
             )
             break
         iterator = None
-    return _ORIGINAL_SYMBOLIC_BUILD(self, iterator=iterator, data_batch=data_batch)
+    return _SYMBOLIC_BUILD.original(self, iterator=iterator, data_batch=data_batch)
 
 
 def _reduce_per_replica_across_replicas(values, strategy, reduction):
@@ -88,7 +143,7 @@ def _reduce_per_replica_across_replicas(values, strategy, reduction):
         reduction = "mean"
     if reduction == "mean" and _is_multi_worker(strategy):
         return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
-    return _ORIGINAL_REDUCE_PER_REPLICA(values, strategy, reduction)
+    return _REDUCE_PER_REPLICA.original(values, strategy, reduction)
 
 
 class _BuildRecorder:
@@ -110,7 +165,7 @@ def symbolic_build_is_broken(strategy) -> bool:
     )
     recorder = _BuildRecorder(strategy)
     try:
-        _ORIGINAL_SYMBOLIC_BUILD(recorder, iterator=[(0, 0, iter([batch]))])
+        _SYMBOLIC_BUILD.original(recorder, iterator=[(0, 0, iter([batch]))])
     except (ValueError, TypeError):
         return True
     return recorder.built_from is None
@@ -120,7 +175,7 @@ def scalar_mean_is_broken(strategy) -> bool:
     """True when Keras cannot average a per-replica scalar (a loss) under `strategy`."""
     scalar = strategy.experimental_distribute_values_from_function(lambda context: tf.constant(1.0))
     try:
-        mean = _ORIGINAL_REDUCE_PER_REPLICA(scalar, strategy, "mean")
+        mean = _REDUCE_PER_REPLICA.original(scalar, strategy, "mean")
     except (ValueError, TypeError, tf.errors.InvalidArgumentError):
         return True
     return mean.shape.rank != 0
@@ -131,20 +186,21 @@ def patch_keras_for_multi_worker(strategy) -> list[str]:
 
     Called by `lepton_keras.distribute.get_strategy` for multi-worker strategies; call it
     yourself when you create a `MultiWorkerMirroredStrategy` directly. Calling it again
-    changes nothing. Does nothing for single-worker strategies.
+    changes nothing. Does nothing for single-worker strategies. A fix whose Keras function
+    this release lacks is off, with one RuntimeWarning naming it.
     """
+    fixes = (
+        ("symbolic_build_from_local_batch", _symbolic_build_from_local_batch, symbolic_build_is_broken),
+        ("mean_across_replicas", _reduce_per_replica_across_replicas, scalar_mean_is_broken),
+    )
     with _lock:
         if _is_multi_worker(strategy):
-            if (
-                tf_trainer.TensorFlowTrainer._maybe_symbolic_build is _ORIGINAL_SYMBOLIC_BUILD
-                and symbolic_build_is_broken(strategy)
-            ):
-                tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _symbolic_build_from_local_batch
-            if (
-                tf_trainer.reduce_per_replica is _ORIGINAL_REDUCE_PER_REPLICA
-                and scalar_mean_is_broken(strategy)
-            ):
-                tf_trainer.reduce_per_replica = _reduce_per_replica_across_replicas
+            for fix, replacement, is_broken in fixes:
+                target = _PATCH_TARGETS[fix]
+                if target.missing:
+                    _warn_missing(fix, target)
+                elif target.current is target.original and is_broken(strategy):
+                    target.replace(replacement)
         return active_patches()
 
 
@@ -220,24 +276,19 @@ def isolate_losses_per_thread(layer) -> bool:
 
 def active_patches() -> list[str]:
     """Names of the Keras fixes currently applied."""
-    active = []
-    if tf_trainer.TensorFlowTrainer._maybe_symbolic_build is not _ORIGINAL_SYMBOLIC_BUILD:
-        active.append("symbolic_build_from_local_batch")
-    if tf_trainer.reduce_per_replica is not _ORIGINAL_REDUCE_PER_REPLICA:
-        active.append("mean_across_replicas")
-    return active
+    return [fix for fix, target in _PATCH_TARGETS.items() if target.owner and target.current is not target.original]
 
 
 def active_functions() -> tuple:
     """The trainer functions Keras currently uses (to check that patching twice changes nothing)."""
-    return (tf_trainer.TensorFlowTrainer._maybe_symbolic_build, tf_trainer.reduce_per_replica)
+    return tuple(target.current for target in _PATCH_TARGETS.values())
 
 
 def unpatch_keras() -> None:
     """Restores Keras's own functions (for tests)."""
     with _lock:
-        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _ORIGINAL_SYMBOLIC_BUILD
-        tf_trainer.reduce_per_replica = _ORIGINAL_REDUCE_PER_REPLICA
+        for target in _PATCH_TARGETS.values():
+            target.restore()
 
 
 def excluded_from_weight_decay(optimizer, variable) -> bool:

@@ -24,7 +24,12 @@ For a convolution kernel (k_1, ..., k_d, C_in, C_out), fan_in = k_1 ... k_d C_in
 fan_out = k_1 ... k_d C_out.
 """
 
+import keras
+
 from lepton_keras.initializers.delta_orthogonal import DeltaOrthogonal
 from lepton_keras.initializers.lsuv import LSUVLayerReport, kernel_layers, lsuv_initialize, lsuv_scale
+
+# `kernel_initializer="delta_orthogonal"`, as Keras's own initializers go by their snake-case names.
+keras.saving.get_custom_objects().setdefault("delta_orthogonal", DeltaOrthogonal)
 
 __all__ = ["DeltaOrthogonal", "LSUVLayerReport", "kernel_layers", "lsuv_initialize", "lsuv_scale"]

@@ -2,46 +2,58 @@
 
     optimizer = lepton_keras.optimizers.get("lookahead_radam", learning_rate=1e-3)
     lepton_keras.optimizers.list_optimizers("ada*")
-
-Classes load on first use, so the registry is cheap to import.
+    model.compile(optimizer="radam", ...)   # every registry name, after `import lepton_keras`
 """
 
-import importlib
+from lepton_keras.optimizers.adabelief import AdaBelief
+from lepton_keras.optimizers.adan import Adan
+from lepton_keras.optimizers.adaptive_gradient_clipping import AdaptiveGradientClipping
+from lepton_keras.optimizers.ademamix import AdEMAMix
+from lepton_keras.optimizers.base import LeptonOptimizer
+from lepton_keras.optimizers.fused_updates import FusedUpdates
+from lepton_keras.optimizers.gradient_accumulation import GradientAccumulation
+from lepton_keras.optimizers.gradient_centralization import GradientCentralization
+from lepton_keras.optimizers.gradient_clipping import GradientClipping
+from lepton_keras.optimizers.lars import LARS
+from lepton_keras.optimizers.lookahead import Lookahead
+from lepton_keras.optimizers.madgrad import MADGRAD
+from lepton_keras.optimizers.novograd import NovoGrad
+from lepton_keras.optimizers.prodigy import Prodigy
+from lepton_keras.optimizers.radam import RAdam
+from lepton_keras.optimizers.registry import get, list_optimizers, register_keras_names
+from lepton_keras.optimizers.sam import SharpnessAwareModel
+from lepton_keras.optimizers.weight_averaging import (
+    ExponentialMovingAverage,
+    StochasticWeightAveraging,
+    recompute_batch_norm_statistics,
+)
+from lepton_keras.optimizers.wrapper import OptimizerWrapper
+from lepton_keras.optimizers.yogi import Yogi
 
-from lepton_keras.optimizers.registry import get, list_optimizers
+register_keras_names()
 
-_LAZY = {
-    "AdaBelief": "adabelief",
-    "Adan": "adan",
-    "AdEMAMix": "ademamix",
-    "AdaptiveGradientClipping": "adaptive_gradient_clipping",
-    "ExponentialMovingAverage": "weight_averaging",
-    "FusedUpdates": "fused_updates",
-    "GradientAccumulation": "gradient_accumulation",
-    "GradientCentralization": "gradient_centralization",
-    "GradientClipping": "gradient_clipping",
-    "LARS": "lars",
-    "LeptonOptimizer": "base",
-    "Lookahead": "lookahead",
-    "MADGRAD": "madgrad",
-    "NovoGrad": "novograd",
-    "OptimizerWrapper": "wrapper",
-    "Prodigy": "prodigy",
-    "RAdam": "radam",
-    "SharpnessAwareModel": "sam",
-    "StochasticWeightAveraging": "weight_averaging",
-    "Yogi": "yogi",
-    "recompute_batch_norm_statistics": "weight_averaging",
-}
-
-__all__ = ["get", "list_optimizers", *_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__all__ = [
+    "AdEMAMix",
+    "AdaBelief",
+    "Adan",
+    "AdaptiveGradientClipping",
+    "ExponentialMovingAverage",
+    "FusedUpdates",
+    "GradientAccumulation",
+    "GradientCentralization",
+    "GradientClipping",
+    "LARS",
+    "LeptonOptimizer",
+    "Lookahead",
+    "MADGRAD",
+    "NovoGrad",
+    "OptimizerWrapper",
+    "Prodigy",
+    "RAdam",
+    "SharpnessAwareModel",
+    "StochasticWeightAveraging",
+    "Yogi",
+    "get",
+    "list_optimizers",
+    "recompute_batch_norm_statistics",
+]

@@ -15,6 +15,8 @@ import inspect
 
 import keras
 
+from lepton_keras.validation import check_learning_rate
+
 
 @dataclasses.dataclass(frozen=True)
 class RegistryEntry:
@@ -115,6 +117,8 @@ def get(identifier, **overrides):
         return optimizer
     if not isinstance(identifier, str):
         raise ValueError(f"identifier must be a name, a config dict or an optimizer; received {identifier!r}")
+    if "learning_rate" in overrides:  # Keras's own optimizers take any number
+        overrides["learning_rate"] = check_learning_rate("learning_rate", overrides["learning_rate"])
     return _build(_parse(identifier), dict(overrides), identifier)
 
 
@@ -163,3 +167,42 @@ def _build(entries: list[RegistryEntry], overrides: dict, full_name: str):
     for entry, options in zip(reversed(wrappers), reversed(per_entry[:-1])):
         optimizer = entry.cls(optimizer, **options)
     return optimizer
+
+
+class _OptimizerByName:
+    """What Keras finds under a registry name: `from_config(options)` is `get(name, **options)`.
+
+    Keras looks a string optimizer up in its public custom-object registry and builds it with
+    `from_config`, so `model.compile(optimizer="radam")` and `keras.optimizers.get("radam")`
+    build the registry's optimizer, with the registry's defaults.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def from_config(self, config: dict):
+        return get(self.name, **config)
+
+    def __repr__(self) -> str:
+        return f"<lepton_keras optimizer name {self.name!r}>"
+
+
+def keras_names() -> list[str]:
+    """The names `register_keras_names` gives Keras: every registry name, and each wrapper
+    around each optimizer ("lookahead_radam", "ema_adam"). Deeper compositions
+    ("lookahead_clipping_radam") are `lepton_keras.optimizers.get`'s only."""
+    wrappers = [entry.name for entry in _ENTRIES if entry.kind == "wrapper"]
+    optimizers = [entry.name for entry in _ENTRIES if entry.kind != "wrapper"]
+    return list(REGISTRY) + [f"{wrapper}_{optimizer}" for wrapper in wrappers for optimizer in optimizers]
+
+
+def register_keras_names() -> None:
+    """Makes every name of `keras_names()` a Keras optimizer identifier (idempotent).
+
+    Uses Keras's public registry (`keras.saving.get_custom_objects()`). Keras's own names
+    give Keras's classes, as before, and also those Keras itself does not take as strings
+    ("lamb", "lion"); a bare wrapper name ("lookahead") raises get's error.
+    """
+    custom_objects = keras.saving.get_custom_objects()
+    for name in keras_names():
+        custom_objects.setdefault(name, _OptimizerByName(name))

@@ -3,25 +3,11 @@
     schedule = lepton_keras.schedules.Warmup(keras.optimizers.schedules.CosineDecay(1e-3, 10_000), 500)
 """
 
-import importlib
+from lepton_keras.schedules.cyclical import CyclicalLearningRate
+from lepton_keras.schedules.inverse_sqrt import InverseSquareRootDecay
+from lepton_keras.schedules.multiplier import MultipliedSchedule
+from lepton_keras.schedules.one_cycle import OneCycle
+from lepton_keras.schedules.warmup import Warmup
+from lepton_keras.schedules.warmup_stable_decay import WarmupStableDecay
 
-_LAZY = {
-    "CyclicalLearningRate": "cyclical",
-    "InverseSquareRootDecay": "inverse_sqrt",
-    "MultipliedSchedule": "multiplier",
-    "OneCycle": "one_cycle",
-    "Warmup": "warmup",
-    "WarmupStableDecay": "warmup_stable_decay",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__all__ = ["CyclicalLearningRate", "InverseSquareRootDecay", "MultipliedSchedule", "OneCycle", "Warmup", "WarmupStableDecay"]
