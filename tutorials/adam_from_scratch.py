@@ -33,14 +33,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
-import keras
-import numpy as np
-
-from lepton_keras.data import load_cifar10
-
 TOLERANCE = 1e-6
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="50 steps (for tests)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # --help and bad flags answer before TensorFlow loads (it takes a minute on a loaded machine).
+    parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ code: errors only
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lepton_keras.data import load_cifar10  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -95,11 +110,7 @@ def mean_loss(w, b, images, labels):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="50 steps (for tests)")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     steps = 50 if args.smoke else args.steps
 
     data = load_cifar10("sample", shard=None)

@@ -21,13 +21,40 @@ import json
 import os
 import sys
 
-import keras
-
-import lepton_keras
-from lepton_keras import distribute
-from lepton_keras.layers import MVRegularization
-
 VARIANTS = ("none", "mv", "l2", "dropout")
+DATA_SOURCES = ("auto", "tfds", "folder", "sample")  # lepton_keras.data.SOURCES (a test keeps them equal)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
+    parser.add_argument("--cpu-replicas", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--mv-lambda", type=float, default=0.005, help="MV strength (per-example form)")
+    parser.add_argument("--l2", type=float, default=1e-4, help="L2 factor")
+    parser.add_argument("--dropout", type=float, default=0.5, help="Dropout rate")
+    parser.add_argument("--data-source", default="auto", choices=DATA_SOURCES)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--train-limit", type=int, default=None)
+    parser.add_argument("--output-dir", default="runs/regularization")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help="1 epoch on 256 images (for tests)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # --help and bad flags answer before TensorFlow loads (it takes a minute on a loaded machine).
+    parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ code: errors only
+
+import keras  # noqa: E402
+
+import lepton_keras  # noqa: E402
+from lepton_keras import distribute  # noqa: E402
+from lepton_keras.layers import MVRegularization  # noqa: E402
 
 
 def build_model(variant: str, *, mv_lambda: float, l2: float, dropout: float) -> keras.Model:
@@ -54,26 +81,6 @@ def build_model(variant: str, *, mv_lambda: float, l2: float, dropout: float) ->
             regularized(keras.layers.Dense(10, activation="softmax", kernel_regularizer=kernel_regularizer)),
         ]
     )
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
-    parser.add_argument("--cpu-replicas", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--mv-lambda", type=float, default=0.005, help="MV strength (per-example form)")
-    parser.add_argument("--l2", type=float, default=1e-4, help="L2 factor")
-    parser.add_argument("--dropout", type=float, default=0.5, help="Dropout rate")
-    parser.add_argument("--data-source", default="auto", choices=lepton_keras.data.SOURCES)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--train-limit", type=int, default=None)
-    parser.add_argument("--output-dir", default="runs/regularization")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true", help="1 epoch on 256 images (for tests)")
-    return parser.parse_args(argv)
 
 
 def plot(histories: dict, path: str) -> None:
