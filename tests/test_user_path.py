@@ -156,3 +156,34 @@ def test_a_failing_lazy_import_names_its_cause(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="broken_for_test failed to import: AttributeError.*NoSuchAttributeInThisRelease"):
         from lepton_keras.distribute import broken_helper  # noqa: F401
     sys.modules.pop("lepton_keras.distribute.broken_for_test", None)
+
+
+STARTUP_LINES = [  # what `import tensorflow` printed on the project's CPU machine (TensorFlow 2.21)
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1796114145.948586   27939 port.cc:153] oneDNN custom operations are on.\n",
+    b"I0000 00:00:1796114145.950750   27939 cudart_stub.cc:31] Could not find cuda drivers on your machine.\n",
+    b"I0000 00:00:1796114164.297745   29091 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n",
+    b"To enable the following instructions: AVX2 AVX512F, in other operations, rebuild TensorFlow.\n",
+    b"W0000 00:00:1796114164.3 29091 some.cc:1] a real warning\n",
+    b"E0000 00:00:1796114149.290932   27939 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n",
+    b"E0000 00:00:1796114149.3 27939 other.cc:9] a real error\n",
+]
+
+
+def test_only_tensorflow_s_start_up_noise_is_dropped():
+    from lepton_keras._tensorflow_logs import startup_noise
+
+    assert startup_noise(STARTUP_LINES, has_gpu=False) == [True] * 5 + [False, True, False]
+    # With a GPU, a failed CUDA initialisation is news.
+    assert startup_noise(STARTUP_LINES, has_gpu=True) == [True] * 5 + [False, False, False]
+
+
+def test_import_lepton_keras_prints_none_of_tensorflow_s_start_up_noise():
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", "import lepton_keras, tensorflow as tf; tf.constant(1.0)"],
+                            capture_output=True, text=True, timeout=240, cwd=REPO_ROOT, env=environment)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "I0000" not in result.stderr and "cuInit" not in result.stderr and "absl::InitializeLog" not in result.stderr
+    shown = subprocess.run([sys.executable, "-c", "import lepton_keras"], capture_output=True, text=True, timeout=240,
+                           cwd=REPO_ROOT, env={**environment, "TF_CPP_MIN_LOG_LEVEL": "0"})  # fmt: skip
+    assert "I0000" in shown.stderr  # TF_CPP_MIN_LOG_LEVEL=0: everything, as TensorFlow prints it
