@@ -19,6 +19,13 @@ hand; once Keras is fixed the probes pass and nothing is patched. Applying is
 idempotent. The probes run no collective operation while the bug is present, and the
 same ones on every worker, so they cannot leave the workers out of step.
 
+What the fixes replace is found by structure, never by a name a release can rename
+(`PatchTarget`): the symbolic build is the function with parameters (self, iterator,
+data_batch) of the first class in `keras.Model`'s MRO that has one (Keras 3.15 calls
+that class TensorFlowTrainer, 3.16 Trainer), the reduction the function with parameters
+(values, strategy, reduction) of that class's module. A release without one switches
+off only that fix, with one RuntimeWarning naming it; the package imports and works.
+
 3. A layer keeps the losses of `add_loss` in one list shared by every thread, and
    MirroredStrategy runs each replica in its own thread. When the forward pass has a
    synchronisation point (a cross-replica all-reduce, as in
