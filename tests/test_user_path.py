@@ -138,6 +138,7 @@ def test_deeper_compositions_are_the_registry_s_only():
     assert optimizer_chain(model.optimizer) == ["Lookahead", "GradientClipping", "RAdam"]
 
 
+@requires_keras_names
 def test_initializers_by_their_keras_style_name():
     layer = keras.layers.Conv2D(4, 3, kernel_initializer="delta_orthogonal")
     layer.build((None, 8, 8, 4))
