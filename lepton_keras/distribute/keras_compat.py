@@ -316,3 +316,20 @@ def optimizer_schedule(optimizer):
 def start_fit_at_epoch(model, epoch: int) -> None:
     """Makes the running `fit` continue from `epoch` (set in `on_train_begin`, as BackupAndRestore does)."""
     model._initial_epoch = epoch
+
+
+def keras_optimizer_names() -> set[str] | None:
+    """The strings Keras's own `keras.optimizers.get` takes ("adam", "sgd", ...), or None if
+    this release keeps them where the lookup below cannot see.
+
+    Found by structure: the dict of classes, in the module defining `keras.optimizers.get`,
+    that holds `keras.optimizers.Adam`. `lepton_keras.optimizers.registry` registers no other
+    optimizer under these names: Keras lower-cases the class names of its own optimizers
+    when it deserializes them, and would find ours instead.
+    """
+    module = sys.modules.get(getattr(keras.optimizers.get, "__module__", ""), None)
+    for value in vars(module).values() if module else ():
+        if (isinstance(value, dict) and keras.optimizers.Adam in value.values()
+                and all(isinstance(key, str) and isinstance(item, type) for key, item in value.items())):  # fmt: skip
+            return {name.lower() for name in value}
+    return None

@@ -15,7 +15,7 @@ import inspect
 
 import keras
 
-from lepton_keras.validation import check_learning_rate
+from lepton_keras.validation import check_choice, check_learning_rate, check_string
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,9 @@ REGISTRY = {entry.name: entry for entry in _ENTRIES}
 
 def list_optimizers(pattern: str = "*", *, kind: str | None = None) -> list[tuple[str, str]]:
     """(name, one-line description) of every registered optimizer whose name matches the glob `pattern`."""
+    pattern = check_string("pattern", pattern)
+    if kind is not None:
+        kind = check_choice("kind", kind, sorted({entry.kind for entry in _ENTRIES}))
     return [
         (entry.name, entry.description)
         for entry in _ENTRIES
@@ -199,10 +202,16 @@ def keras_names() -> list[str]:
 def register_keras_names() -> None:
     """Makes every name of `keras_names()` a Keras optimizer identifier (idempotent).
 
-    Uses Keras's public registry (`keras.saving.get_custom_objects()`). Keras's own names
-    give Keras's classes, as before, and also those Keras itself does not take as strings
-    ("lamb", "lion"); a bare wrapper name ("lookahead") raises get's error.
+    Uses Keras's public registry (`keras.saving.get_custom_objects()`). The names Keras
+    already takes ("adam") stay Keras's (`keras_compat.keras_optimizer_names`); where that
+    list cannot be read, no Keras name is registered. A bare wrapper name ("lookahead")
+    raises get's error.
     """
+    from lepton_keras.distribute.keras_compat import keras_optimizer_names
+
+    keras_takes = keras_optimizer_names()
     custom_objects = keras.saving.get_custom_objects()
     for name in keras_names():
+        if REGISTRY.get(name) and REGISTRY[name].kind == "keras" and (keras_takes is None or name in keras_takes):
+            continue
         custom_objects.setdefault(name, _OptimizerByName(name))
