@@ -52,6 +52,50 @@ def small_mlp(*, schedule: bool = False, optimizer: str = "sgd", **_):
     return model
 
 
+def linear_model(learning_rate, momentum=0.0):
+    """Dense(1) from fixed starting weights, SGD on the mean squared error."""
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(1)])
+    rng = np.random.default_rng(42)
+    model.set_weights([rng.normal(size=(FEATURES, 1)).astype(np.float32), np.array([0.3], np.float32)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum), loss="mse")
+    return model
+
+
+BATCH = 8
+
+
+def fit(model, x, y, callbacks, epochs=1, batch_size=BATCH):
+    """`model.fit` on the batches in order, silently."""
+    return model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
+
+
+def optimizer_state(optimizer) -> list[np.ndarray]:
+    """Every optimizer variable but a variable learning rate (iterations, slots, a wrapper's own state)."""
+    learning_rate = optimizer.learning_rate
+    return [np.array(v) for v in optimizer.variables if v is not learning_rate]
+
+
+class Recorder(keras.callbacks.Callback):
+    """Records the learning rate before each batch and the weights and optimizer state after it (and at the start)."""
+
+    def __init__(self):
+        super().__init__()
+        self.learning_rates, self.states, self.batch_logs = [], [], []
+
+    def _state(self):
+        return [np.array(w) for w in self.model.get_weights()] + optimizer_state(self.model.optimizer)
+
+    def on_train_begin(self, logs=None):
+        self.states.append(self._state())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.learning_rates.append(float(np.array(self.model.optimizer.learning_rate)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.states.append(self._state())
+        self.batch_logs.append(dict(logs))
+
+
 def warmup_callbacks(**_):
     return [LearningRateWarmup(1.5, initial_factor=0.25)]
 

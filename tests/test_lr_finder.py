@@ -298,30 +298,45 @@ def test_two_workers_agree_and_only_the_chief_writes_files(tmp_path):
 # Arguments and configuration
 
 
+ABOVE_MIN = "max_learning_rate must be a finite number above min_learning_rate=1e-07"
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"min_learning_rate": 0.0}, "min_learning_rate must be a positive number, received: 0.0"),
-        ({"min_learning_rate": "1e-3"}, "min_learning_rate must be a positive number, received: '1e-3'"),
-        ({"max_learning_rate": 1e-8}, "max_learning_rate must be a finite number above min_learning_rate=1e-07, "
-                                      "received: 1e-08"),  # fmt: skip
-        ({"max_learning_rate": float("inf")}, "received: inf"),
+        ({"min_learning_rate": 0.0}, "min_learning_rate must be a finite number > 0, received: 0.0"),
+        ({"min_learning_rate": "1e-3"}, "min_learning_rate must be a finite number > 0, received: '1e-3'"),
+        ({"max_learning_rate": 1e-8}, f"{ABOVE_MIN}, received: 1e-08"),
+        ({"max_learning_rate": float("inf")}, f"{ABOVE_MIN}, received: inf"),
+        ({"max_learning_rate": float("nan")}, f"{ABOVE_MIN}, received: nan"),
         ({"steps": 1}, "steps must be an integer >= 2, received: 1"),
         ({"steps": 10.0}, "steps must be an integer >= 2, received: 10.0"),
-        ({"mode": "cosine"}, "mode must be one of ('exponential', 'linear'), received: 'cosine'"),
+        ({"mode": "cosine"}, "mode must be one of 'exponential', 'linear', received: 'cosine'"),
         ({"smoothing": 1.0}, "smoothing must be a number in [0, 1), received: 1.0"),
-        ({"divergence_factor": 1.0}, "divergence_factor must be a number > 1 or None, received: 1.0"),
+        ({"smoothing": float("nan")}, "smoothing must be a number in [0, 1), received: nan"),
+        ({"divergence_factor": 1.0}, "divergence_factor must be a finite number > 1 or None, received: 1.0"),
+        ({"divergence_factor": float("inf")}, "divergence_factor must be a finite number > 1 or None, received: inf"),
+        ({"output_dir": 3}, "output_dir must be a path or None, received: 3"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError) as error:
         LearningRateFinder(**kwargs)
-    assert message in str(error.value)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("model", [None, "model", keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])])
+def test_find_learning_rate_needs_a_compiled_model(model):
+    dataset = tf.data.Dataset.from_tensor_slices((np.ones((4, 2), "float32"), np.ones((4, 1), "float32"))).batch(2)
+    with pytest.raises(ValueError) as error:
+        find_learning_rate(model, dataset)
+    assert str(error.value) == f"model must be a compiled keras.Model, received: {model!r}"
 
 
 def test_bad_suggestion_requests_are_named():
     lrs = reference.sweep(1e-4, 1.0, 10)
-    with pytest.raises(ValueError, match="method must be one of .* received: 'fastest'"):
+    message = "^method must be one of 'minimum', 'steepest', 'valley', received: 'fastest'$"
+    with pytest.raises(ValueError, match=message):
         lr_finder.suggest_learning_rate(lrs, np.ones(10), "fastest")
     with pytest.raises(ValueError, match="leave 0; a suggestion needs at least 2"):
         lr_finder.suggest_learning_rate(lrs[:5], np.ones(5), "valley")

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from lepton_keras.callbacks.learning_rate import innermost_optimizer
+from lepton_keras.validation import invalid
 
 ATTRIBUTES = ("beta_1", "momentum")  # the first the optimizer has; PyTorch's OneCycleLR picks the same
 
@@ -64,14 +65,15 @@ class CycleMomentum(keras.callbacks.Callback):
     Keras bakes a float hyperparameter into the traced train step, so the callback holds
     the value in a non-trainable variable, assigned before every batch, and the train
     function is retraced at the start of training. The optimizer's attribute is that
-    variable only while a batch runs (when a step may be traced), and a float (the value
-    just used) between batches, so `get_config` and saving (ModelCheckpoint, BackupAndRestore)
-    work as without the callback; the variable is not tracked by the optimizer, so its
-    variables and saved files stay the same. A ModelCheckpoint that saves every N batches
-    must come after CycleMomentum in the callbacks list. With `steps_per_execution` > 1
-    the momentum changes once per execution. Wrappers are looked through by their
-    `inner_optimizer` attribute. An optimizer already built as SGD with momentum=0 keeps
-    no velocity and is refused: create it with momentum > 0 (the value is overwritten).
+    variable only while the train function runs (when a step may be traced: the callback
+    wraps `model.train_function`, and wraps it again if another callback re-makes it), and
+    a float (the value just used) at all other times, so `get_config` and saving
+    (ModelCheckpoint, BackupAndRestore, at any batch and in any order of the callbacks)
+    record a number; the variable is not tracked by the optimizer, so its variables and
+    saved files stay the same. With `steps_per_execution` > 1 the momentum changes once
+    per execution. Wrappers are looked through by their `inner_optimizer` attribute. An
+    optimizer already built as SGD with momentum=0 keeps no velocity and is refused:
+    create it with momentum > 0 (the value is overwritten).
 
     Args:
         schedule: an object with a `momentum(step)` method returning a float scalar, such
@@ -89,7 +91,7 @@ class CycleMomentum(keras.callbacks.Callback):
     def __init__(self, schedule):
         super().__init__()
         if not callable(getattr(schedule, "momentum", None)):
-            raise ValueError(f"schedule must have a momentum(step) method; received schedule={schedule!r}")
+            raise invalid("schedule", schedule, "an object with a momentum(step) method, such as OneCycle")
         self.schedule = schedule
         self._optimizer = self._attribute = self._variable = None
 
@@ -125,14 +127,29 @@ class CycleMomentum(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._variable.assign(self._scheduled(self._optimizer))
-        # Bypasses the optimizer's attribute tracking: the variable must not join its saved state.
-        object.__setattr__(self._optimizer, self._attribute, self._variable)
-
-    def on_train_batch_end(self, batch, logs=None):
-        setattr(self._optimizer, self._attribute, float(ops.convert_to_numpy(self._variable)))
+        if getattr(self.model.train_function, "scheduled_by", None) is not self:  # new, or re-made by a callback
+            self.model.train_function = self._with_variable(self.model.train_function)
 
     def on_train_end(self, logs=None):
+        train_function = self.model.train_function
+        if getattr(train_function, "scheduled_by", None) is self:
+            self.model.train_function = train_function.unwrapped
         self._optimizer = self._attribute = self._variable = None
+
+    def _with_variable(self, train_function):
+        """`train_function` with the optimizer's attribute set to the variable while it runs, a float otherwise."""
+        optimizer, attribute, variable = self._optimizer, self._attribute, self._variable
+
+        def run(*args, **kwargs):
+            # Bypasses the optimizer's attribute tracking: the variable must not join its saved state.
+            object.__setattr__(optimizer, attribute, variable)
+            try:
+                return train_function(*args, **kwargs)
+            finally:
+                setattr(optimizer, attribute, float(ops.convert_to_numpy(variable)))
+
+        run.scheduled_by, run.unwrapped = self, train_function
+        return run
 
     def _scheduled(self, optimizer) -> float:
         return float(ops.convert_to_numpy(self.schedule.momentum(optimizer.iterations)))

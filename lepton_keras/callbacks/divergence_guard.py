@@ -5,13 +5,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
 from lepton_keras.callbacks.learning_rate import current_learning_rate, ensure_scalable, scale_learning_rate
+from lepton_keras.validation import check_int, check_number
 
 
 def interval_mean(mean_now: float, batches_now: int, mean_before: float, batches_before: int) -> float:
@@ -45,6 +45,51 @@ class DivergenceEvent:
     learning_rate: float  # the learning rate after the reduction
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Host copies of `variables` (the model's weights and every optimizer variable) taken after `step` batches."""
+
+    step: int
+    variables: tuple
+    values: tuple
+
+    @classmethod
+    def take(cls, step: int, variables) -> Snapshot:
+        variables = tuple(variables)
+        return cls(step, variables, tuple(np.array(ops.convert_to_numpy(v), copy=True) for v in variables))
+
+    def restore(self, variables) -> None:
+        """Assigns the copies back; RuntimeError when `variables` are not the ones the snapshot was taken of."""
+        variables = tuple(variables)
+        if len(variables) != len(self.variables) or any(a is not b for a, b in zip(variables, self.variables)):
+            raise RuntimeError(
+                f"cannot restore the snapshot from step {self.step}: the model's and optimizer's variables "
+                f"changed since the snapshot ({len(self.variables)} then, {len(variables)} now; was the model "
+                "recompiled during fit?)"
+            )
+        for variable, value in zip(variables, self.values):
+            variable.assign(value)
+
+
+def build_optimizer(model) -> None:
+    """Builds the model's optimizer (slots, a wrapper's own state) now, as `fit` does under a strategy.
+
+    Without a strategy Keras builds it inside the first train step, after `on_train_begin`;
+    a snapshot taken before would miss the slots. Under a strategy its variables must be
+    created in the strategy's scope (mirrored), as `fit` does.
+    """
+    optimizer = model.optimizer
+    if optimizer.built:
+        return
+    if not model.built:
+        raise RuntimeError(
+            "DivergenceGuard needs a built model to snapshot its weights at the start of fit "
+            "(give it an Input, or call it on a batch before fit)"
+        )
+    with model.distribute_strategy.scope():
+        optimizer.build(model.trainable_variables)
+
+
 @keras.saving.register_keras_serializable(package="lepton_keras")
 class DivergenceGuard(keras.callbacks.Callback):
     """Restores the last good weights and optimizer state when the loss diverges, and lowers the learning rate.
@@ -65,10 +110,15 @@ class DivergenceGuard(keras.callbacks.Callback):
     (a schedule's multiplier, see `MultipliedSchedule`; the reduction stays in force), and
     goes on with the next batch. A snapshot is taken every `snapshot_every` good batches and
     counts as good only once the next check passes (the loss of a batch is computed before
-    its update, so only the following loss vouches for the weights after it); the weights at
-    the start of `fit` are the first good snapshot. After `max_attempts` restorations of the
-    same snapshot (the count restarts when a newer snapshot becomes good) it stops training
-    with a RuntimeError that lists the losses.
+    its update, so only the following loss vouches for the weights after it); the state at
+    the start of `fit` is the first good snapshot, so a NaN at the first step recovers like
+    one at the hundredth (the guard builds the optimizer in `on_train_begin`, in the
+    strategy's scope, so that the snapshot holds every slot from the start; the model must
+    be built). After `max_attempts` restorations of the same snapshot (the count restarts
+    when a newer snapshot becomes good) it restores that snapshot once more and stops
+    training with a RuntimeError that lists the losses: the model is left at the last good
+    state, never at diverged weights. Restoring into other variables than the snapshot's
+    (a model recompiled during `fit`) is a RuntimeError too.
 
     The loss it reads: Keras logs at each batch end the running mean m_n of the loss over
     the epoch so far, already averaged over every replica and worker, so every replica and
@@ -82,7 +132,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     were (diverged). The spike test assumes a loss >= 0; `spike_factor=None` checks NaN/Inf only.
 
     Args:
-        spike_factor: how many times the running median counts as a spike, > 1, or None
+        spike_factor: how many times the running median counts as a spike, a finite number > 1, or None
             (default 10.0).
         window: how many recent good losses the median is taken over, >= 1 (default 20).
         lr_factor: the learning-rate multiplier at each restoration, in (0, 1] (default 0.5).
@@ -101,28 +151,22 @@ class DivergenceGuard(keras.callbacks.Callback):
     def __init__(self, *, spike_factor: float | None = 10.0, window: int = 20, lr_factor: float = 0.5,
                  max_attempts: int = 3, check_every: int = 1, snapshot_every: int = 10):  # fmt: skip
         super().__init__()
-        if spike_factor is not None and (not _is_real(spike_factor) or not spike_factor > 1.0):
-            raise ValueError(f"spike_factor must be a number > 1 or None; received spike_factor={spike_factor!r}")
-        if not _is_real(lr_factor) or not 0.0 < lr_factor <= 1.0:
-            raise ValueError(f"lr_factor must be a number in (0, 1]; received lr_factor={lr_factor!r}")
-        for name, value in (("window", window), ("max_attempts", max_attempts), ("check_every", check_every),
-                            ("snapshot_every", snapshot_every)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; received {name}={value!r}")
-        self.spike_factor = spike_factor
-        self.window = window
-        self.lr_factor = lr_factor
-        self.max_attempts = max_attempts
-        self.check_every = check_every
-        self.snapshot_every = snapshot_every
+        self.spike_factor = check_number("spike_factor", spike_factor, lambda x: x > 1.0, "a finite number > 1",
+                                         allow_none=True)  # fmt: skip
+        self.lr_factor = check_number("lr_factor", lr_factor, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
+        self.window = check_int("window", window, minimum=1)
+        self.max_attempts = check_int("max_attempts", max_attempts, minimum=1)
+        self.check_every = check_int("check_every", check_every, minimum=1)
+        self.snapshot_every = check_int("snapshot_every", snapshot_every, minimum=1)
         self.events: list[DivergenceEvent] = []
 
     def on_train_begin(self, logs=None):
         ensure_scalable(self.model.optimizer)
+        build_optimizer(self.model)
         self.events = []
         self._step = 0
         self._recent = collections.deque(maxlen=self.window)
-        self._good = (0, self._take_snapshot())
+        self._good = self._take_snapshot()
         self._pending = None
         self._good_since_snapshot = 0
         self._attempt_losses: list[float] = []
@@ -152,21 +196,20 @@ class DivergenceGuard(keras.callbacks.Callback):
             self._attempt_losses = []
         self._good_since_snapshot += new_batches
         if self._good_since_snapshot >= self.snapshot_every:
-            self._pending = (self._step, self._take_snapshot())
+            self._pending = self._take_snapshot()
             self._good_since_snapshot = 0
 
     def _restore(self, batch: int, loss: float) -> None:
         median = float(np.median(self._recent)) if self._recent else None
-        snapshot_step, arrays = self._good
+        self._good.restore(self._snapshot_variables())
         if len(self._attempt_losses) >= self.max_attempts:
             raise RuntimeError(
                 f"DivergenceGuard stops training: at step {self._step} the loss is {loss!r} (running median "
                 f"{median!r}), after {len(self._attempt_losses)} restorations of the snapshot from step "
-                f"{snapshot_step} (max_attempts={self.max_attempts}) whose losses were {self._attempt_losses!r}; "
-                f"the learning rate is now {current_learning_rate(self.model.optimizer):.6g}"
+                f"{self._good.step} (max_attempts={self.max_attempts}) whose losses were {self._attempt_losses!r}; "
+                f"the model is left at that snapshot, the learning rate at "
+                f"{current_learning_rate(self.model.optimizer):.6g}"
             )
-        for variable, value in zip(self._snapshot_variables(), arrays):
-            variable.assign(value)
         scale_learning_rate(self.model.optimizer, self.lr_factor)
         self._attempt_losses.append(loss)
         self._pending = None
@@ -176,15 +219,15 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.model.reset_metrics()
             self._mean_batches, self._checked_batches, self._checked_mean = 0, 0, 0.0
         self.events.append(
-            DivergenceEvent(self._step, loss, median, snapshot_step, current_learning_rate(self.model.optimizer))
+            DivergenceEvent(self._step, loss, median, self._good.step, current_learning_rate(self.model.optimizer))
         )
 
     def _snapshot_variables(self) -> list:
         learning_rate = self.model.optimizer.learning_rate  # a variable, unless a schedule computes it
         return [*self.model.weights, *(v for v in self.model.optimizer.variables if v is not learning_rate)]
 
-    def _take_snapshot(self) -> list[np.ndarray]:
-        return [np.array(ops.convert_to_numpy(v), copy=True) for v in self._snapshot_variables()]
+    def _take_snapshot(self) -> Snapshot:
+        return Snapshot.take(self._step, self._snapshot_variables())
 
     def get_config(self):
         return {
@@ -200,6 +243,3 @@ class DivergenceGuard(keras.callbacks.Callback):
     def from_config(cls, config):
         return cls(**config)
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)

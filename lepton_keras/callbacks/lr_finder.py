@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import csv
 import math
-import numbers
 import os
 
 import keras
 import numpy as np
 
+from lepton_keras.callbacks.divergence_guard import Snapshot
 from lepton_keras.callbacks.learning_rate import ensure_scalable, learning_rate_schedule, set_learning_rate
 from lepton_keras.distribute.cluster import is_chief
+from lepton_keras.validation import check_choice, check_int, check_number, check_positive, check_unit_interval, invalid
 
 MODES = ("exponential", "linear")
 # "minimum" first, the default: on the tutorial CNN (4,000 real CIFAR-10 images, Adam, one
@@ -91,8 +92,7 @@ def suggest_learning_rate(learning_rates, smoothed_losses, method: str = "minimu
     Raises:
         ValueError: an unknown method, or fewer than 2 points left.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, received: {method!r}")
+    check_choice("method", method, METHODS)
     learning_rates = np.asarray(learning_rates, np.float64)
     losses = np.asarray(smoothed_losses, np.float64)
     finite = np.isfinite(losses)
@@ -175,27 +175,17 @@ class LearningRateFinder(keras.callbacks.Callback):
                  mode: str = "exponential", smoothing: float = 0.98, divergence_factor: float | None = 4.0,
                  output_dir: str | os.PathLike | None = None):  # fmt: skip
         super().__init__()
-        if not _is_real(min_learning_rate) or not min_learning_rate > 0 or not math.isfinite(min_learning_rate):
-            raise ValueError(f"min_learning_rate must be a positive number, received: {min_learning_rate!r}")
-        if not _is_real(max_learning_rate) or not min_learning_rate < max_learning_rate < math.inf:
-            raise ValueError(
-                f"max_learning_rate must be a finite number above min_learning_rate={min_learning_rate!r}, "
-                f"received: {max_learning_rate!r}"
-            )
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 2:
-            raise ValueError(f"steps must be an integer >= 2, received: {steps!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, received: {mode!r}")
-        if not _is_real(smoothing) or not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be a number in [0, 1), received: {smoothing!r}")
-        if divergence_factor is not None and (not _is_real(divergence_factor) or not divergence_factor > 1.0):
-            raise ValueError(f"divergence_factor must be a number > 1 or None, received: {divergence_factor!r}")
-        self.min_learning_rate = float(min_learning_rate)
-        self.max_learning_rate = float(max_learning_rate)
-        self.steps = int(steps)
-        self.mode = mode
-        self.smoothing = float(smoothing)
-        self.divergence_factor = None if divergence_factor is None else float(divergence_factor)
+        self.min_learning_rate = check_positive("min_learning_rate", min_learning_rate)
+        self.max_learning_rate = check_number("max_learning_rate", max_learning_rate,
+                                              lambda x: x > self.min_learning_rate,
+                                              f"a finite number above min_learning_rate={min_learning_rate!r}")
+        self.steps = check_int("steps", steps, minimum=2)
+        self.mode = check_choice("mode", mode, MODES)
+        self.smoothing = check_unit_interval("smoothing", smoothing)
+        self.divergence_factor = check_number("divergence_factor", divergence_factor, lambda x: x > 1.0,
+                                              "a finite number > 1", allow_none=True)
+        if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
+            raise invalid("output_dir", output_dir, "a path or None")
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
         self._sweep = sweep_learning_rates(self.min_learning_rate, self.max_learning_rate, self.steps, self.mode)
         self._reset()
@@ -223,8 +213,7 @@ class LearningRateFinder(keras.callbacks.Callback):
             model.make_train_function(force=True)
         schedule = learning_rate_schedule(optimizer)
         self._saved = {
-            "weights": model.get_weights(),
-            "optimizer": [np.array(keras.ops.convert_to_numpy(variable)) for variable in optimizer.variables],
+            "variables": Snapshot.take(0, [*model.weights, *optimizer.variables]),
             "multiplier": None if schedule is None else np.array(keras.ops.convert_to_numpy(schedule.multiplier)),
         }
 
@@ -265,9 +254,7 @@ class LearningRateFinder(keras.callbacks.Callback):
 
     def _restore(self, saved):
         model, optimizer = self.model, self.model.optimizer
-        model.set_weights(saved["weights"])
-        for variable, value in zip(optimizer.variables, saved["optimizer"]):
-            variable.assign(value)
+        saved["variables"].restore([*model.weights, *optimizer.variables])
         if saved["multiplier"] is not None:
             learning_rate_schedule(optimizer).multiplier.assign(saved["multiplier"])
 
@@ -395,6 +382,10 @@ def find_learning_rate(model: keras.Model, dataset, *, min_learning_rate: float 
         print(finder.suggestions())
         finder.apply_suggestion()     # "minimum"
     """
+    if not isinstance(model, keras.Model) or not model.compiled:
+        raise invalid("model", model, "a compiled keras.Model")
+    if dataset is None:
+        raise invalid("dataset", dataset, "a batched tf.data.Dataset or a distributed dataset")
     finder = LearningRateFinder(
         min_learning_rate, max_learning_rate, steps, mode=mode, smoothing=smoothing,
         divergence_factor=divergence_factor, output_dir=output_dir,
@@ -426,6 +417,3 @@ def _cardinality(dataset) -> float | None:
         return None
     return count
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)

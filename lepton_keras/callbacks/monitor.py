@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from lepton_keras.callbacks.learning_rate import current_learning_rate, innermost_optimizer
+from lepton_keras.validation import check_bool
 
 MOMENTUM_ATTRIBUTES = ("momentum", "beta_1")
 
@@ -50,9 +51,7 @@ class LearningRateMonitor(keras.callbacks.Callback):
 
     def __init__(self, *, log_momentum: bool = True):
         super().__init__()
-        if not isinstance(log_momentum, bool):
-            raise ValueError(f"log_momentum must be True or False; received log_momentum={log_momentum!r}")
-        self.log_momentum = log_momentum
+        self.log_momentum = check_bool("log_momentum", log_momentum)
 
     def _log(self, logs) -> None:
         if logs is not None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import warnings
 
 import keras
 import numpy as np
 
 from lepton_keras.callbacks.learning_rate import current_learning_rate, ensure_scalable, set_learning_rate
+from lepton_keras.validation import check_choice, check_int, check_non_negative, check_number, check_string, invalid
 
 # Metric names whose larger values are better, for mode="auto" (anything else named "*loss*" or
 # "*error*" is minimised; other names need an explicit mode).
@@ -25,9 +24,8 @@ def infer_mode(monitor: str) -> str:
         return "min"
     if any(word in name for word in _MAXIMISED):
         return "max"
-    raise ValueError(
-        f"cannot tell whether monitor={monitor!r} should be minimised or maximised; pass mode='min' or 'max'"
-    )
+    raise invalid("monitor", monitor, "a name holding 'loss', 'error', 'acc', 'auc', ... with mode='auto' "
+                  "(else pass mode='min' or 'max')")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,28 +111,16 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
                  min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, verbose: int = 0):  # fmt: skip
         super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"monitor must be the name of a logged quantity; received monitor={monitor!r}")
-        if not _is_real(factor) or not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must be a number in (0, 1); received factor={factor!r}")
-        for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer; received {name}={value!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max'; received mode={mode!r}")
+        self.monitor = check_string("monitor", monitor)
+        self.factor = check_number("factor", factor, lambda x: 0.0 < x < 1.0, "a number in (0, 1)")
+        self.patience = check_int("patience", patience, minimum=0)
+        self.mode = check_choice("mode", mode, ("auto", "min", "max"))
         if mode == "auto":
             infer_mode(monitor)  # fail now, not after the first epoch
-        for name, value in (("min_delta", min_delta), ("min_lr", min_lr)):
-            if not _is_real(value) or not value >= 0 or math.isinf(value):
-                raise ValueError(f"{name} must be a finite number >= 0; received {name}={value!r}")
-        self.monitor = monitor
-        self.factor = factor
-        self.patience = patience
-        self.mode = mode
-        self.min_delta = min_delta
-        self.cooldown = cooldown
-        self.min_lr = min_lr
-        self.verbose = verbose
+        self.min_delta = check_non_negative("min_delta", min_delta)
+        self.cooldown = check_int("cooldown", cooldown, minimum=0)
+        self.min_lr = check_non_negative("min_lr", min_lr)
+        self.verbose = check_int("verbose", verbose, minimum=0)
         self.state = PlateauState()
 
     def on_train_begin(self, logs=None):
@@ -182,6 +168,3 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
     def from_config(cls, config):
         return cls(**config)
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 
 import keras
 import tensorflow as tf
 
+from lepton_keras.validation import check_choice, check_int, check_positive, invalid
 
 
 def budget_spent(elapsed_seconds: float, seconds: float) -> bool:
@@ -45,7 +45,7 @@ class TimeStopping(keras.callbacks.Callback):
     strategies there is one process and no communication.
 
     Args:
-        seconds: the time budget, a positive number.
+        seconds: the time budget, a finite number > 0.
         check: "batch" (default) or "epoch": when to look at the clock.
         verbose: 1 prints a line when the budget stops training (default 0).
         clock: a function returning seconds (default `time.monotonic`); tests pass a fake clock.
@@ -57,15 +57,11 @@ class TimeStopping(keras.callbacks.Callback):
 
     def __init__(self, seconds: float, *, check: str = "batch", verbose: int = 0, clock=time.monotonic):
         super().__init__()
-        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds > 0:
-            raise ValueError(f"seconds must be a positive number; received seconds={seconds!r}")
-        if check not in ("batch", "epoch"):
-            raise ValueError(f"check must be 'batch' or 'epoch'; received check={check!r}")
         if not callable(clock):
-            raise ValueError(f"clock must be a function returning seconds; received clock={clock!r}")
-        self.seconds = seconds
-        self.check = check
-        self.verbose = verbose
+            raise invalid("clock", clock, "a function returning seconds")
+        self.seconds = check_positive("seconds", seconds)
+        self.check = check_choice("check", check, ("batch", "epoch"))
+        self.verbose = check_int("verbose", verbose, minimum=0)
         self.clock = clock
         self.stopped_at = None  # (epoch, batch) where the budget stopped training, or None
 

@@ -6,12 +6,15 @@ Goyal, Dollar, Girshick, Noordhuis, Wesolowski, Kyrola, Tulloch, Jia and He (201
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
 from lepton_keras.callbacks.learning_rate import current_learning_rate, ensure_scalable, scale_learning_rate
+from lepton_keras.validation import check_int, check_number, check_positive
+
+# f(0) on one replica, where 1 / replicas would be 1 and leave nothing to warm up: a tenth, the
+# warmup ratio of He et al. (2016, Section 4.2: 0.01 before 0.1 for ResNet-110 on CIFAR-10).
+SINGLE_REPLICA_INITIAL_FACTOR = 0.1
 
 
 def warmup_factor(step: int, warmup_steps: int, initial_factor: float) -> float:
@@ -19,6 +22,11 @@ def warmup_factor(step: int, warmup_steps: int, initial_factor: float) -> float:
     if step >= warmup_steps:
         return 1.0
     return initial_factor + (1.0 - initial_factor) * step / warmup_steps
+
+
+def default_initial_factor(replicas: int) -> float:
+    """f(0) when `initial_factor` is None: 1 / replicas (Goyal et al.), or 0.1 on one replica."""
+    return 1.0 / replicas if replicas > 1 else SINGLE_REPLICA_INITIAL_FACTOR
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -42,14 +50,20 @@ class LearningRateWarmup(keras.callbacks.Callback):
     multiplies the learning rate by f(s) / f(s - 1) rather than setting it, so it composes
     with callbacks that scale the rate too (ReduceLROnPlateau, DivergenceGuard). When `fit`
     ends the factor is taken off again, so a later `fit` (resuming at iteration s) starts
-    from f(s) with this or a new callback.
+    from f(s) with this or a new callback. A checkpoint written during the warmup, though,
+    holds the warmed-up rate f(s) * lr (the learning-rate variable, or the multiplier of a
+    schedule): a run resumed from it with a new LearningRateWarmup applies f once more.
 
     Args:
-        warmup_epochs: W in epochs, a positive number (fractions allowed).
+        warmup_epochs: W in epochs, a finite number > 0 (fractions allowed).
         steps_per_epoch: batches per epoch (default None: `fit`'s own count, `params["steps"]`).
-        initial_factor: f(0), in (0, 1] (default None: 1 / the number of replicas in sync of
-            the model's strategy, counting every worker, as in Goyal et al.; with one replica
-            that is 1 and the callback does nothing).
+        initial_factor: f(0), in (0, 1] (default None: 1 / N with N > 1 the number of
+            replicas in sync of the model's strategy, counting every worker, as in Goyal et
+            al.; 0.1 on one replica, where 1 / N = 1 would leave nothing to warm up. One
+            device says nothing about how far the rate was scaled up, so the default starts
+            one order of magnitude below, the ratio of He et al.'s (2016) warmup of
+            ResNet-110; pass the small-batch ratio, e.g. 256 / batch_size, to follow Goyal et
+            al. exactly, or 1.0 to turn the warmup off).
         verbose: 1 prints a line when the warmup ends (default 0).
 
     Example:
@@ -61,32 +75,18 @@ class LearningRateWarmup(keras.callbacks.Callback):
 
     References:
         Goyal et al. (2017), "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour",
-        arXiv:1706.02677.
+        arXiv:1706.02677. He, Zhang, Ren and Sun (2016), "Deep Residual Learning for Image
+        Recognition", arXiv:1512.03385.
     """
 
     def __init__(self, warmup_epochs: float, *, steps_per_epoch: int | None = None,
                  initial_factor: float | None = None, verbose: int = 0):  # fmt: skip
         super().__init__()
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Real) or not warmup_epochs > 0:
-            raise ValueError(f"warmup_epochs must be a positive number; received warmup_epochs={warmup_epochs!r}")
-        if steps_per_epoch is not None and (
-            isinstance(steps_per_epoch, bool)
-            or not isinstance(steps_per_epoch, numbers.Integral)
-            or steps_per_epoch < 1
-        ):
-            raise ValueError(
-                f"steps_per_epoch must be a positive integer or None; received steps_per_epoch={steps_per_epoch!r}"
-            )
-        if initial_factor is not None and (
-            isinstance(initial_factor, bool)
-            or not isinstance(initial_factor, numbers.Real)
-            or not 0.0 < initial_factor <= 1.0
-        ):
-            raise ValueError(f"initial_factor must be in (0, 1] or None; received initial_factor={initial_factor!r}")
-        self.warmup_epochs = warmup_epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.initial_factor = initial_factor
-        self.verbose = verbose
+        self.warmup_epochs = check_positive("warmup_epochs", warmup_epochs)
+        self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1, allow_none=True)
+        self.initial_factor = check_number("initial_factor", initial_factor, lambda x: 0.0 < x <= 1.0,
+                                           "a number in (0, 1]", allow_none=True)  # fmt: skip
+        self.verbose = check_int("verbose", verbose, minimum=0)
         self._applied_factor = 1.0  # the factor the learning rate carries now
 
     def on_train_begin(self, logs=None):
@@ -99,7 +99,7 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self._warmup_steps = max(1, round(self.warmup_epochs * steps_per_epoch))
         self._initial_factor = self.initial_factor
         if self._initial_factor is None:
-            self._initial_factor = 1.0 / self.model.distribute_strategy.num_replicas_in_sync
+            self._initial_factor = default_initial_factor(self.model.distribute_strategy.num_replicas_in_sync)
         ensure_scalable(self.model.optimizer)
         self._apply(self._step())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from lepton_keras.optimizers.weight_averaging import WeightAveraging
+from lepton_keras.validation import check_bool, invalid
 
 
 def find_weight_averaging(optimizer) -> WeightAveraging:
@@ -18,9 +19,8 @@ def find_weight_averaging(optimizer) -> WeightAveraging:
         if isinstance(current, WeightAveraging):
             return current
         current = getattr(current, "inner_optimizer", None)
-    raise ValueError(
-        f"optimizer holds no StochasticWeightAveraging or ExponentialMovingAverage; received {optimizer!r}"
-    )
+    raise invalid("optimizer", optimizer,
+                  "an optimizer holding a StochasticWeightAveraging or ExponentialMovingAverage")  # fmt: skip
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -49,10 +49,8 @@ class AverageWeightsForEvaluation(keras.callbacks.Callback):
         super().__init__()
         if optimizer is not None:
             find_weight_averaging(optimizer)
-        if not isinstance(assign_at_end, bool):
-            raise ValueError(f"assign_at_end must be True or False; received assign_at_end={assign_at_end!r}")
         self.optimizer = optimizer
-        self.assign_at_end = assign_at_end
+        self.assign_at_end = check_bool("assign_at_end", assign_at_end)
         self._swap = None
 
     def _averaging(self) -> WeightAveraging:

@@ -5,11 +5,10 @@ Smith (2017), "Cyclical Learning Rates for Training Neural Networks", arXiv:1506
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
+
+from lepton_keras.validation import check_choice, check_non_negative, check_number, check_positive
 
 MODES = ("triangular", "triangular2", "exp_range")
 
@@ -53,8 +52,8 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     The rate is `base` at step 0 and at every multiple of 2 s, and peaks at odd multiples of s.
 
     Args:
-        initial_learning_rate: base, the lower bound (a number >= 0).
-        maximal_learning_rate: max, the upper bound (a number >= 0).
+        initial_learning_rate: base, the lower bound (a finite number >= 0; 0 lets the rate touch 0).
+        maximal_learning_rate: max, the upper bound (a finite number > 0).
         step_size: s, the steps in half a cycle (a number > 0).
         mode: "triangular" (default), "triangular2" or "exp_range".
         gamma: the per-step decay of the amplitude in "exp_range", in (0, 1] (default 1.0).
@@ -69,21 +68,11 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial_learning_rate: float, maximal_learning_rate: float, step_size: float,
                  mode: str = "triangular", gamma: float = 1.0):  # fmt: skip
-        for name, value in (("initial_learning_rate", initial_learning_rate),
-                            ("maximal_learning_rate", maximal_learning_rate)):  # fmt: skip
-            if not _is_real(value) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0; received {name}={value!r}")
-        if not _is_real(step_size) or step_size <= 0:
-            raise ValueError(f"step_size must be a number > 0; received step_size={step_size!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; received mode={mode!r}")
-        if not _is_real(gamma) or not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be a number in (0, 1]; received gamma={gamma!r}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.maximal_learning_rate = float(maximal_learning_rate)
-        self.step_size = step_size
-        self.mode = mode
-        self.gamma = float(gamma)
+        self.initial_learning_rate = check_non_negative("initial_learning_rate", initial_learning_rate)
+        self.maximal_learning_rate = check_positive("maximal_learning_rate", maximal_learning_rate)
+        self.step_size = check_positive("step_size", step_size)
+        self.mode = check_choice("mode", mode, MODES)
+        self.gamma = check_number("gamma", gamma, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
 
     def __call__(self, step):
         return cyclical_learning_rate(step, self.initial_learning_rate, self.maximal_learning_rate, self.step_size,
@@ -98,6 +87,3 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
             "gamma": self.gamma,
         }
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -7,10 +7,11 @@ All You Need", arXiv:1706.03762, Section 5.3.
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from lepton_keras.validation import check_int, check_positive, invalid
 
 
 def inverse_sqrt_decay(step, coefficient: float, warmup_steps: int):
@@ -52,29 +53,14 @@ class InverseSquareRootDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, warmup_steps: int = 4000, *, d_model: int | None = None, scale: float = 1.0,
                  peak_learning_rate: float | None = None):  # fmt: skip
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be an integer >= 1; received warmup_steps={warmup_steps!r}")
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=1)
+        self.d_model = check_int("d_model", d_model, minimum=1, allow_none=True)
+        self.scale = check_positive("scale", scale)
+        self.peak_learning_rate = check_positive("peak_learning_rate", peak_learning_rate, allow_none=True)
         if (d_model is None) == (peak_learning_rate is None):
-            raise ValueError(
-                "give exactly one of d_model and peak_learning_rate; received "
-                f"d_model={d_model!r}, peak_learning_rate={peak_learning_rate!r}"
-            )
-        if d_model is not None and (isinstance(d_model, bool) or not isinstance(d_model, numbers.Integral)
-                                    or d_model < 1):  # fmt: skip
-            raise ValueError(f"d_model must be an integer >= 1; received d_model={d_model!r}")
-        if not _is_real(scale) or scale <= 0:
-            raise ValueError(f"scale must be a number > 0; received scale={scale!r}")
-        if peak_learning_rate is not None:
-            if not _is_real(peak_learning_rate) or peak_learning_rate <= 0:
-                raise ValueError(
-                    f"peak_learning_rate must be a number > 0; received peak_learning_rate={peak_learning_rate!r}"
-                )
-            if scale != 1.0:
-                raise ValueError(f"scale applies to the d_model form only; received scale={scale!r}")
-        self.warmup_steps = int(warmup_steps)
-        self.d_model = None if d_model is None else int(d_model)
-        self.scale = float(scale)
-        self.peak_learning_rate = None if peak_learning_rate is None else float(peak_learning_rate)
+            raise invalid("d_model, peak_learning_rate", (d_model, peak_learning_rate), "exactly one given")
+        if peak_learning_rate is not None and self.scale != 1.0:
+            raise invalid("scale", scale, "1.0 with peak_learning_rate (it applies to the d_model form only)")
 
     @property
     def coefficient(self) -> float:
@@ -94,6 +80,3 @@ class InverseSquareRootDecay(keras.optimizers.schedules.LearningRateSchedule):
             "peak_learning_rate": self.peak_learning_rate,
         }
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

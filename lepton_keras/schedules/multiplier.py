@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lepton_keras.validation import check_number, check_positive
+
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
 class MultipliedSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -20,9 +22,11 @@ class MultipliedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         lr(step) = multiplier * base(step)
 
     Args:
-        base: a LearningRateSchedule, or a number for a constant learning rate.
-        multiplier: the starting multiplier (default 1.0). `get_config` records its current
-            value, so a saved model reloads with the learning rate it had.
+        base: a LearningRateSchedule, or a finite number >= 0 for a constant learning rate.
+        multiplier: the starting multiplier, a finite number > 0 (default 1.0). `get_config`
+            records its current value (and the base, serialized with
+            `keras.saving.serialize_keras_object`), so a saved model reloads with the learning
+            rate it had, in any process that has imported lepton_keras.
 
     Example:
         schedule = MultipliedSchedule(keras.optimizers.schedules.CosineDecay(1e-3, 1000))
@@ -31,25 +35,22 @@ class MultipliedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, base, multiplier: float = 1.0):
-        if isinstance(base, dict):
-            base = keras.optimizers.schedules.deserialize(base)
-        if not (isinstance(base, keras.optimizers.schedules.LearningRateSchedule) or _is_number(base)):
-            raise ValueError(f"base must be a LearningRateSchedule or a number; received base={base!r}")
-        if not _is_number(multiplier) or not multiplier > 0:
-            raise ValueError(f"multiplier must be a positive number; received multiplier={multiplier!r}")
+        if not isinstance(base, keras.optimizers.schedules.LearningRateSchedule):
+            base = check_number("base", base, lambda x: x >= 0.0, "a LearningRateSchedule or a finite number >= 0")
         self.base = base
-        self.multiplier = keras.Variable(float(multiplier), dtype="float32", trainable=False, name="lr_multiplier")
+        self.multiplier = keras.Variable(check_positive("multiplier", multiplier), dtype="float32", trainable=False,
+                                         name="lr_multiplier")  # fmt: skip
 
     def __call__(self, step):
         base = self.base(step) if callable(self.base) else self.base
         return ops.cast(self.multiplier, "float32") * ops.cast(base, "float32")
 
     def get_config(self):
-        base = self.base
-        if isinstance(base, keras.optimizers.schedules.LearningRateSchedule):
-            base = keras.optimizers.schedules.serialize(base)
-        return {"base": base, "multiplier": float(ops.convert_to_numpy(self.multiplier))}
+        return {
+            "base": keras.saving.serialize_keras_object(self.base),
+            "multiplier": float(ops.convert_to_numpy(self.multiplier)),
+        }
 
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["base"]), config["multiplier"])

@@ -8,10 +8,11 @@ Large Learning Rates", arXiv:1708.07120; in the two-phase form of fastai and PyT
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from lepton_keras.validation import check_choice, check_int, check_number, check_positive, check_unit_interval
 
 ANNEALS = ("cos", "linear")
 
@@ -84,33 +85,17 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, maximal_learning_rate: float, total_steps: int, *, pct_start: float = 0.3,
                  div_factor: float = 25.0, final_div_factor: float = 1e4, anneal: str = "cos",
                  base_momentum: float = 0.85, max_momentum: float = 0.95):  # fmt: skip
-        if not _is_real(maximal_learning_rate) or maximal_learning_rate <= 0:
-            raise ValueError(
-                f"maximal_learning_rate must be a number > 0; received maximal_learning_rate={maximal_learning_rate!r}"
-            )
-        if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 2:
-            raise ValueError(f"total_steps must be an integer >= 2; received total_steps={total_steps!r}")
-        if not _is_real(pct_start) or not 0 < pct_start < 1 or pct_start * total_steps <= 1:
-            raise ValueError(
-                f"pct_start must be a number in (0, 1) with pct_start * total_steps > 1 "
-                f"(total_steps={total_steps}); received pct_start={pct_start!r}"
-            )
-        for name, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
-            if not _is_real(value) or value <= 0:
-                raise ValueError(f"{name} must be a number > 0; received {name}={value!r}")
-        if anneal not in ANNEALS:
-            raise ValueError(f"anneal must be one of {ANNEALS}; received anneal={anneal!r}")
-        for name, value in (("base_momentum", base_momentum), ("max_momentum", max_momentum)):
-            if not _is_real(value) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be a number in [0, 1); received {name}={value!r}")
-        self.maximal_learning_rate = float(maximal_learning_rate)
-        self.total_steps = int(total_steps)
-        self.pct_start = float(pct_start)
-        self.div_factor = float(div_factor)
-        self.final_div_factor = float(final_div_factor)
-        self.anneal = anneal
-        self.base_momentum = float(base_momentum)
-        self.max_momentum = float(max_momentum)
+        self.maximal_learning_rate = check_positive("maximal_learning_rate", maximal_learning_rate)
+        self.total_steps = check_int("total_steps", total_steps, minimum=2)
+        self.pct_start = check_number(
+            "pct_start", pct_start, lambda x: 0.0 < x < 1.0 and x * self.total_steps > 1.0,
+            f"a number in (0, 1) with pct_start * total_steps > 1 (total_steps={total_steps})",
+        )  # fmt: skip
+        self.div_factor = check_positive("div_factor", div_factor)
+        self.final_div_factor = check_positive("final_div_factor", final_div_factor)
+        self.anneal = check_choice("anneal", anneal, ANNEALS)
+        self.base_momentum = check_unit_interval("base_momentum", base_momentum)
+        self.max_momentum = check_unit_interval("max_momentum", max_momentum)
 
     @property
     def initial_learning_rate(self) -> float:
@@ -141,6 +126,3 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             "max_momentum": self.max_momentum,
         }
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

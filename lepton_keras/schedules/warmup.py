@@ -6,11 +6,10 @@ Goyal, Dollár, Girshick, Noordhuis, Wesolowski, Kyrola, Tulloch, Jia and He (20
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
+
+from lepton_keras.validation import check_bool, check_choice, check_int, check_number
 
 KINDS = ("linear", "exponential")
 
@@ -50,8 +49,8 @@ class Warmup(keras.optimizers.schedules.LearningRateSchedule):
     (Keras' `CosineDecay(warmup_steps=...)` does this). Both are continuous at W.
 
     Args:
-        target: a LearningRateSchedule, or a number for a constant learning rate.
-        warmup_steps: W, a non-negative integer; 0 turns the warmup off.
+        target: a LearningRateSchedule, or a finite number >= 0 for a constant learning rate.
+        warmup_steps: W, an integer >= 0; 0 turns the warmup off.
         start_factor: s, the first rate as a fraction of target(0) (default None: 0.0 for
             "linear", 0.01 for "exponential", which needs s > 0).
         kind: "linear" (default, the paper's) or "exponential" (geometric interpolation).
@@ -68,30 +67,21 @@ class Warmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, target, warmup_steps: int, *, start_factor: float | None = None, kind: str = "linear",
                  offset_target: bool = False):  # fmt: skip
-        if isinstance(target, dict):
-            target = keras.optimizers.schedules.deserialize(target)
-        if not isinstance(target, keras.optimizers.schedules.LearningRateSchedule) and not (
-            _is_real(target) and target >= 0
-        ):
-            raise ValueError(f"target must be a LearningRateSchedule or a number >= 0; received target={target!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an integer >= 0; received warmup_steps={warmup_steps!r}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}; received kind={kind!r}")
+        if not isinstance(target, keras.optimizers.schedules.LearningRateSchedule):
+            target = check_number("target", target, lambda x: x >= 0.0,
+                                  "a LearningRateSchedule or a finite number >= 0")  # fmt: skip
+        self.target = target
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+        self.kind = check_choice("kind", kind, KINDS)
         if start_factor is None:
             start_factor = 0.0 if kind == "linear" else 0.01
-        low = "> 0" if kind == "exponential" else ">= 0"
-        if not _is_real(start_factor) or start_factor < 0 or (kind == "exponential" and start_factor == 0):
-            raise ValueError(
-                f"start_factor must be a number {low} for kind={kind!r}; received start_factor={start_factor!r}"
-            )
-        if not isinstance(offset_target, bool):
-            raise ValueError(f"offset_target must be True or False; received offset_target={offset_target!r}")
-        self.target = target
-        self.warmup_steps = int(warmup_steps)
-        self.start_factor = float(start_factor)
-        self.kind = kind
-        self.offset_target = offset_target
+        if kind == "exponential":
+            self.start_factor = check_number("start_factor", start_factor, lambda x: x > 0.0,
+                                             "a finite number > 0 for kind='exponential'")  # fmt: skip
+        else:
+            self.start_factor = check_number("start_factor", start_factor, lambda x: x >= 0.0,
+                                             "a finite number >= 0 for kind='linear'")  # fmt: skip
+        self.offset_target = check_bool("offset_target", offset_target)
 
     def _target(self, step):
         if isinstance(self.target, keras.optimizers.schedules.LearningRateSchedule):
@@ -112,17 +102,15 @@ class Warmup(keras.optimizers.schedules.LearningRateSchedule):
         return ops.cast(ops.where(step < warmup_steps, during, after), "float32")
 
     def get_config(self):
-        target = self.target
-        if isinstance(target, keras.optimizers.schedules.LearningRateSchedule):
-            target = keras.optimizers.schedules.serialize(target)
         return {
-            "target": target,
+            "target": keras.saving.serialize_keras_object(self.target),
             "warmup_steps": self.warmup_steps,
             "start_factor": self.start_factor,
             "kind": self.kind,
             "offset_target": self.offset_target,
         }
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(keras.saving.deserialize_keras_object(config.pop("target")), **config)

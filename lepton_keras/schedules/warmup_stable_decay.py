@@ -8,10 +8,11 @@ Training Strategies", arXiv:2404.06395; the "1 - sqrt" decay from Hägele et al.
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from lepton_keras.validation import check_choice, check_int, check_number, check_positive
 
 DECAYS = ("linear", "cosine", "sqrt")
 
@@ -75,27 +76,15 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak_learning_rate: float, warmup_steps: int, stable_steps: int, decay_steps: int, *,
                  final_learning_rate: float = 0.0, decay: str = "linear"):  # fmt: skip
-        if not _is_real(peak_learning_rate) or peak_learning_rate <= 0:
-            raise ValueError(
-                f"peak_learning_rate must be a number > 0; received peak_learning_rate={peak_learning_rate!r}"
-            )
-        for name, value in (("warmup_steps", warmup_steps), ("stable_steps", stable_steps),
-                            ("decay_steps", decay_steps)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0; received {name}={value!r}")
-        if not _is_real(final_learning_rate) or not 0 <= final_learning_rate <= peak_learning_rate:
-            raise ValueError(
-                f"final_learning_rate must be a number in [0, peak_learning_rate={peak_learning_rate}]; "
-                f"received final_learning_rate={final_learning_rate!r}"
-            )
-        if decay not in DECAYS:
-            raise ValueError(f"decay must be one of {DECAYS}; received decay={decay!r}")
-        self.peak_learning_rate = float(peak_learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.stable_steps = int(stable_steps)
-        self.decay_steps = int(decay_steps)
-        self.final_learning_rate = float(final_learning_rate)
-        self.decay = decay
+        self.peak_learning_rate = check_positive("peak_learning_rate", peak_learning_rate)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+        self.stable_steps = check_int("stable_steps", stable_steps, minimum=0)
+        self.decay_steps = check_int("decay_steps", decay_steps, minimum=0)
+        self.final_learning_rate = check_number(
+            "final_learning_rate", final_learning_rate, lambda x: 0.0 <= x <= self.peak_learning_rate,
+            f"a number in [0, peak_learning_rate={peak_learning_rate}]",
+        )  # fmt: skip
+        self.decay = check_choice("decay", decay, DECAYS)
 
     def __call__(self, step):
         return warmup_stable_decay(step, self.peak_learning_rate, self.warmup_steps, self.stable_steps,
@@ -111,6 +100,3 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
             "decay": self.decay,
         }
 
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
