@@ -134,14 +134,14 @@ def test_keeps_the_last_two_states_and_deletes_them_at_the_end_when_asked(tmp_pa
     assert backup_dir.exists() != delete_checkpoint
 
 
-def two_worker_tf_config(index):
-    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+def tf_config(index, workers=2):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in range(1, workers + 1)]}
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
 def test_each_worker_backs_up_to_its_own_folder_and_the_last_one_out_removes_the_root(tmp_path, monkeypatch):
     # TF_CONFIG without a multi-worker strategy: the gather runs on the one local replica.
-    monkeypatch.setenv("TF_CONFIG", two_worker_tf_config(1))
+    monkeypatch.setenv("TF_CONFIG", tf_config(1))
     backup_dir = tmp_path / "backup"
     (backup_dir / "worker_0").mkdir(parents=True)  # another worker's, still running
     interrupt(backup_dir, 5, save_freq="epoch")
@@ -156,11 +156,86 @@ def test_each_worker_backs_up_to_its_own_folder_and_the_last_one_out_removes_the
     assert not backup_dir.exists()
 
 
+def files(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file()}
+
+
+@pytest.mark.parametrize("saved_with, relaunched_with", [(2, 1), (1, 2), (2, 3)])
+def test_a_relaunch_with_another_worker_count_is_an_error_and_keeps_the_backups(
+    tmp_path, monkeypatch, saved_with, relaunched_with
+):
+    # TF_CONFIG without a multi-worker strategy: each worker's part runs in this one process.
+    backup_dir = tmp_path / "backup"
+    for index in range(saved_with):
+        if saved_with > 1:
+            monkeypatch.setenv("TF_CONFIG", tf_config(index, saved_with))
+        interrupt(backup_dir, 7, save_freq=3)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    before = files(backup_dir)
+    assert len(before) == 2 * 2 * saved_with  # two states per worker, weights and metadata each
+    for index in range(relaunched_with):
+        if relaunched_with > 1:
+            monkeypatch.setenv("TF_CONFIG", tf_config(index, relaunched_with))
+        with pytest.raises(RuntimeError, match=(
+            f"^{backup_dir} holds the backups of a job with {saved_with} worker\\(s\\), and this job was launched "
+            f"with {relaunched_with}: relaunch it with {saved_with} worker\\(s\\) to resume from them, or delete or "
+            f"move {backup_dir} to start from scratch$"
+        )):
+            fit(make_model(), [WorkerBackupAndRestore(backup_dir, save_freq=3)])
+        assert files(backup_dir) == before
+
+
+def test_the_worker_count_is_in_the_state_metadata(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config(1, 2))
+    interrupt(tmp_path / "backup", 7, save_freq=3)
+    metadata = json.loads((tmp_path / "backup" / "worker_1" / "backup-e1-b2.json").read_text())
+    assert metadata == {"epoch": 1, "batches": 2, "workers": 2}
+
+
 @pytest.mark.parametrize("save_freq", [0, -2, True, False, 2.5, "batch", None])
 def test_bad_save_freq_is_an_error_naming_it(save_freq):
     with pytest.raises(ValueError, match=rf'save_freq must be "epoch" or a positive number of batches, received: '
                                          rf"{save_freq!r}"):
         WorkerBackupAndRestore("backup", save_freq=save_freq)
+    with pytest.raises(ValueError, match=rf'^save_freq must be "epoch" or a positive number of batches, received: '
+                                         rf"{save_freq!r}"):
+        ChiefModelCheckpoint("model.keras", save_freq=save_freq)
+
+
+PATH_MESSAGE = "must be a non-empty path \\(str or os.PathLike\\), received: "
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: WorkerBackupAndRestore(None), "backup_dir " + PATH_MESSAGE + "None"),
+        (lambda: WorkerBackupAndRestore(""), "backup_dir " + PATH_MESSAGE + "''"),
+        (lambda: WorkerBackupAndRestore(3), "backup_dir " + PATH_MESSAGE + "3"),
+        (lambda: WorkerBackupAndRestore("b", delete_checkpoint="no"),
+         "delete_checkpoint must be True or False, received: 'no'"),
+        (lambda: WorkerBackupAndRestore("b", strategy="mirrored"),
+         "strategy must be a tf.distribute.Strategy or None, received: 'mirrored'"),
+        (lambda: ChiefModelCheckpoint("m.keras", strategy=3),
+         "strategy must be a tf.distribute.Strategy or None, received: 3"),
+        (lambda: ChiefModelCheckpoint(None), "filepath " + PATH_MESSAGE + "None"),
+        (lambda: ChiefModelCheckpoint(""), "filepath " + PATH_MESSAGE + "''"),
+        (lambda: ChiefModelCheckpoint("m.keras", monitor=""), "monitor must be a non-empty string, received: ''"),
+        (lambda: ChiefModelCheckpoint("m.keras", monitor=None), "monitor must be a non-empty string, received: None"),
+        (lambda: ChiefModelCheckpoint("m.keras", verbose=3), "verbose must be an integer >= 0 and <= 2, received: 3"),
+        (lambda: ChiefModelCheckpoint("m.keras", save_best_only=1),
+         "save_best_only must be True or False, received: 1"),
+        (lambda: ChiefModelCheckpoint("m.weights.h5", save_weights_only="True"),
+         "save_weights_only must be True or False, received: 'True'"),
+        (lambda: ChiefModelCheckpoint("m.keras", mode="maximum"),
+         "mode must be one of 'auto', 'min', 'max', received: 'maximum'"),
+        (lambda: ChiefModelCheckpoint("m.keras", initial_value_threshold="0.5"),
+         "initial_value_threshold must be a finite number or None, received: '0.5'"),
+    ],
+)
+def test_bad_arguments_are_errors_naming_them(make, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        make()
 
 
 def test_an_unbuilt_model_is_an_error(tmp_path):
@@ -204,7 +279,7 @@ def test_without_a_cluster_it_writes_what_model_checkpoint_writes(tmp_path, file
 
 @pytest.mark.parametrize("index, chief", [(0, True), (1, False)])
 def test_only_the_chief_writes_the_path_and_the_others_leave_nothing(tmp_path, monkeypatch, index, chief):
-    monkeypatch.setenv("TF_CONFIG", two_worker_tf_config(index))
+    monkeypatch.setenv("TF_CONFIG", tf_config(index))
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "scratch"))
     (tmp_path / "scratch").mkdir()
     checkpoint = ChiefModelCheckpoint(tmp_path / "ckpt" / "epoch_{epoch}.keras")
@@ -236,3 +311,61 @@ def test_config_round_trips(callback):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
     assert type(restored) is type(callback)
     assert restored.get_config() == callback.get_config()
+
+
+# Exact resume with the default, shuffled and augmented, CIFAR-10 pipeline (one process)
+
+CIFAR_BATCH, CIFAR_STEPS = 16, 4
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    from lepton_keras.data import load_cifar10
+
+    return load_cifar10("sample", shard=None, train_limit=CIFAR_BATCH * CIFAR_STEPS, validation_limit=0)
+
+
+def make_cifar_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3, strides=4),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def fit_cifar(data, repeat, callbacks):
+    model = make_cifar_model()
+    train = data.train_dataset(CIFAR_BATCH, augment=True, repeat=repeat)  # shuffle=True, the default
+    steps = data.steps_per_epoch(CIFAR_BATCH) if repeat else None
+    model.fit(train, epochs=EPOCHS, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=callbacks)
+    return model
+
+
+def model_state(model):
+    return [*model.get_weights(), *(np.asarray(v.numpy()) for v in model.optimizer.variables)]
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["finite", "repeated"])
+@pytest.mark.parametrize(
+    "save_freq, interrupted_after, cut_short",
+    [(3, 6, False), ("epoch", 8, False), (3, 11, True)],
+    ids=["mid-epoch", "epoch-boundary", "killed-mid-save"],
+)
+def test_a_shuffled_augmented_cifar10_run_resumes_bitwise(tmp_path, cifar, repeat, save_freq, interrupted_after,
+                                                          cut_short):
+    uninterrupted = model_state(fit_cifar(cifar, repeat, []))
+    backup_dir = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        callbacks = [WorkerBackupAndRestore(backup_dir, save_freq=save_freq), Interrupt(interrupted_after)]
+        fit_cifar(cifar, repeat, callbacks)
+    if cut_short:  # killed between writing the newest state's weights and its metadata
+        newest = max(backup_dir.glob("*.json"))
+        newest.unlink()
+        newest.with_suffix("").with_suffix(".tmp.weights.h5").write_bytes(b"partial")
+    backup = WorkerBackupAndRestore(backup_dir, save_freq=save_freq)
+    resumed = fit_cifar(cifar, repeat, [backup])
+    assert backup.restored_position is not None and backup.restored_position != (0, 0)
+    assert int(resumed.optimizer.iterations.numpy()) == EPOCHS * CIFAR_STEPS
+    for received, expected in zip(model_state(resumed), uninterrupted, strict=True):
+        assert np.array_equal(received, expected)

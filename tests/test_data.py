@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from lepton_keras.data import CLASS_NAMES, load_cifar10, tfds_prepared
 from lepton_keras.data.cifar10 import SAMPLE_PATH
+from lepton_keras.data.epochs import advance_epochs
 from lepton_keras.distribute import get_strategy
 from tests.harness import REPO_ROOT, launch_workers
 
@@ -157,13 +158,105 @@ def test_a_corrupt_image_is_an_error_naming_it(image_folder, content, message):
         ({"source": "imagenet"}, "source must be one of"),
         ({"source": "folder"}, 'source="folder" needs data_dir'),
         ({"source": "sample", "shard": (2, 2)}, "shard must be"),
-        ({"source": "sample", "validation_size": 2000}, r"validation_size must be in \[0, 2000\)"),
-        ({"source": "sample", "train_limit": 0}, "train_limit must be a positive integer"),
+        ({"source": "sample", "validation_size": 2000},
+         r"validation_size must be an integer in \[0, 2000\) or None, received: 2000"),
+        ({"source": "sample", "train_limit": 0}, "train_limit must be an integer >= 1 or None, received: 0"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_cifar10(**kwargs)
+
+
+SHARD_MESSAGE = 'shard must be "auto", None or \\(index, count\\) with 0 <= index < count, received: '
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("source", None, "source must be one of 'auto', 'tfds', 'folder', 'sample', received: None"),
+        ("data_dir", 3, "data_dir must be a path or None, received: 3"),
+        ("data_dir", "", "data_dir must be a path or None, received: ''"),
+        ("shard", 2, SHARD_MESSAGE + "2"),
+        ("shard", (1,), SHARD_MESSAGE + "\\(1,\\)"),
+        ("shard", (0, 2, 1), SHARD_MESSAGE),
+        ("shard", (0.0, 2), SHARD_MESSAGE),
+        ("shard", (-1, 2), SHARD_MESSAGE),
+        ("shard", "0/2", SHARD_MESSAGE + "'0/2'"),
+        ("train_limit", 10.0, "train_limit must be an integer >= 1 or None, received: 10.0"),
+        ("train_limit", "100", "train_limit must be an integer >= 1 or None, received: '100'"),
+        ("train_limit", True, "train_limit must be an integer >= 1 or None, received: True"),
+        ("validation_size", -1, "validation_size must be an integer >= 0 or None, received: -1"),
+        ("validation_size", 0.5, "validation_size must be an integer >= 0 or None, received: 0.5"),
+        ("validation_limit", -5, "validation_limit must be an integer >= 0 or None, received: -5"),
+        ("seed", -1, "seed must be an integer >= 0, received: -1"),
+        ("seed", None, "seed must be an integer >= 0, received: None"),
+        ("seed", 1.5, "seed must be an integer >= 0, received: 1.5"),
+    ],
+)
+def test_bad_load_arguments_are_errors_naming_them_before_any_work(name, value, message):
+    kwargs = {"source": "sample", name: value}
+    with pytest.raises(ValueError, match=f"^{message}"):
+        load_cifar10(**kwargs)
+    if name == "data_dir":
+        with pytest.raises(ValueError, match=f"^{message}"):
+            tfds_prepared(value)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_cifar10("sample", shard=None, train_limit=40, validation_limit=10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"global_batch_size": 0}, "global_batch_size must be an integer >= 1, received: 0"),
+        ({"global_batch_size": 8.0}, "global_batch_size must be an integer >= 1, received: 8.0"),
+        ({"global_batch_size": None}, "global_batch_size must be an integer >= 1, received: None"),
+        ({"global_batch_size": 8, "shuffle": "yes"}, "shuffle must be True or False, received: 'yes'"),
+        ({"global_batch_size": 8, "augment": 1}, "augment must be True or False, received: 1"),
+        ({"global_batch_size": 8, "repeat": None}, "repeat must be True or False, received: None"),
+        ({"global_batch_size": 8, "one_hot": "False"}, "one_hot must be True or False, received: 'False'"),
+        ({"global_batch_size": 8, "seed": -3}, "seed must be an integer >= 0, received: -3"),
+        ({"global_batch_size": 8, "per_worker_pipelines": 0},
+         "per_worker_pipelines must be True or False, received: 0"),
+        ({"global_batch_size": 8, "per_worker_pipelines": True},
+         "per_worker_pipelines must be False or None without a strategy, received: True"),
+        ({"global_batch_size": 8, "strategy": "mirrored"},
+         "strategy must be a tf.distribute.Strategy or None, received: 'mirrored'"),
+    ],
+)
+def test_bad_train_dataset_arguments_are_errors_naming_them(small, kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        small.train_dataset(**kwargs)
+    if set(kwargs) <= {"global_batch_size", "per_worker_pipelines", "strategy"}:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            small.steps_per_epoch(**kwargs)
+
+
+def test_a_global_batch_larger_than_the_shard_is_an_error_naming_both(small):
+    for call in (small.train_dataset, small.steps_per_epoch):
+        with pytest.raises(ValueError, match="^global_batch_size must be at most the 40 training images, received: 64"):
+            call(64)
+    assert small.steps_per_epoch(40) == 1
+    strategy = get_strategy("mirrored", cpu_replicas=2)
+    for per_worker_pipelines in (False, True):
+        with pytest.raises(ValueError, match="^global_batch_size must be at most the 40 training images, received: 42"):
+            small.train_dataset(42, strategy=strategy, per_worker_pipelines=per_worker_pipelines)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"global_batch_size": 0}, "global_batch_size must be an integer >= 1, received: 0"),
+        ({"global_batch_size": "32"}, "global_batch_size must be an integer >= 1, received: '32'"),
+        ({"global_batch_size": 8, "one_hot": None}, "one_hot must be True or False, received: None"),
+    ],
+)
+def test_bad_validation_dataset_arguments_are_errors_naming_them(small, kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        small.validation_dataset(**kwargs)
 
 
 def test_shards_are_distinct_equal_and_cover_the_training_set(monkeypatch):
@@ -253,6 +346,30 @@ def test_a_repeated_dataset_reshuffles_every_epoch_and_trains_with_steps_per_epo
     assert seen == list(range(steps)) * 3
 
 
+def test_every_epoch_is_a_pure_function_of_the_seed_and_the_epoch():
+    # What a restarted job relies on: a new pipeline, moved on to epoch e, reads epoch e of the old one.
+    data = load_cifar10("sample", shard=None, train_limit=64, validation_limit=0)
+
+    def read(batches):
+        images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in batches])
+        return np.concatenate(images), np.concatenate(labels)
+
+    finite = data.train_dataset(16, seed=3, augment=True)
+    epochs = [read(finite) for _ in range(3)]
+    repeated = iter(data.train_dataset(16, seed=3, augment=True, repeat=True))
+    for images, labels in epochs:
+        np.testing.assert_array_equal(np.sort(labels), np.sort(data.train_labels))  # every image once
+        again_images, again_labels = read(next(repeated) for _ in range(4))
+        assert np.array_equal(again_images, images) and np.array_equal(again_labels, labels)
+    assert not np.array_equal(epochs[0][1], epochs[1][1]) and not np.array_equal(epochs[0][0], epochs[1][0])
+    restarted = data.train_dataset(16, seed=3, augment=True)
+    advance_epochs(2)  # what WorkerBackupAndRestore does when it resumes at epoch 2
+    images, labels = read(restarted)
+    assert np.array_equal(images, epochs[2][0]) and np.array_equal(labels, epochs[2][1])
+    other_seed = read(data.train_dataset(16, seed=4, augment=True))
+    assert not np.array_equal(other_seed[1], epochs[0][1])
+
+
 def run_sharded_workers(tmp_path, extra_args=()):
     out = tmp_path / "out"
     out.mkdir()
@@ -271,6 +388,9 @@ def test_each_of_two_workers_reads_and_trains_on_its_own_shard(tmp_path):
     assert [record["steps"] for record in records] == [1800 // 32] * 2  # 900 images per worker, 16 per step
     assert [record["steps_per_epoch"] for record in records] == [1800 // 32] * 2
     assert [record["repeated_steps"] for record in records] == [2 * (1800 // 32)] * 2
+    oversized = ("global_batch_size must be at most the 1800 training images (900 in each of the 2 workers' "
+                 "shards), received: 1802")
+    assert [record["oversized_batch_error"] for record in records] == [oversized] * 2
 
 
 @pytest.mark.multiworker

@@ -22,17 +22,26 @@ def crop_and_flip(image: tf.Tensor, seed: tf.Tensor, *, padding: int = 4) -> tf.
     return tf.image.stateless_random_flip_left_right(cropped, seed=seed[1])
 
 
-def augment_dataset(dataset: tf.data.Dataset, *, seed: int = 0, padding: int = 4) -> tf.data.Dataset:
-    """Applies `crop_and_flip` to every (image, label) element, with new draws every epoch.
+def augment_dataset(dataset: tf.data.Dataset, *, seed=0, padding: int = 4) -> tf.data.Dataset:
+    """Applies `crop_and_flip` to every (image, label) element; the draws are a pure function of `seed`.
 
-    Each element gets its own seed from `tf.data.Dataset.random(seed)`, re-drawn on every
-    iteration, so the augmentation is reproducible for a given `seed` and differs between
-    epochs.
+    Element i's crop and flip come from stateless random ops seeded with (`seed`, i), so
+    every iteration of the result gives the same images. For new draws every epoch, pass
+    a seed that holds the epoch: inside `lepton_keras.data.epochs.epoch_dataset`,
+    `seed=tf.stack([seed, epoch])`, as `Cifar10.train_dataset(augment=True)` does.
+
+    Args:
+        dataset: (image, label) elements, images (height, width, channels).
+        seed: an integer, or an int64 tensor of shape (2,) (default 0).
+        padding: pixels of zeros added on each side before the crop (default 4).
     """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4)
+    seed = tf.cast(seed, tf.int64)
+    if seed.shape.rank == 0:
+        seed = tf.stack([seed, tf.constant(0, tf.int64)])
 
-    def augment(element, draws):
+    def augment(index, element):
         image, label = element
-        return crop_and_flip(image, tf.reshape(draws, (2, 2)), padding=padding), label
+        draws = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, index), 2)
+        return crop_and_flip(image, draws, padding=padding), label
 
-    return tf.data.Dataset.zip((dataset, seeds)).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)

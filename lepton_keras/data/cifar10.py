@@ -15,19 +15,25 @@ Under several workers each one decodes and trains on its own shard of the traini
 images (`Cifar10.train_dataset(..., strategy=strategy)` feeds each worker's replicas
 from its shard); every worker holds the whole validation set, which Keras shards by
 data during `evaluate`.
+
+Each epoch's order and augmentation are a pure function of (seed, epoch), drawn with
+stateless random ops (`lepton_keras.data.epochs`), so a job resumed by
+`lepton_keras.callbacks.WorkerBackupAndRestore` reads the batches an uninterrupted run reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from lepton_keras.data.augment import augment_dataset
-
+from lepton_keras.data.epochs import epoch_dataset
 from lepton_keras.distribute import cluster
+from lepton_keras.validation import check_bool, check_choice, check_int, invalid
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (32, 32, 3)
@@ -86,7 +92,8 @@ class Cifar10:
             global_batch_size: images per step over all replicas and workers; a multiple
                 of the replica count.
             strategy: the `tf.distribute.Strategy` you train with (default: none).
-            shuffle: reshuffle every epoch (default True), with `seed` (default 0).
+            shuffle: reshuffle every epoch (default True); epoch e's order is a pure
+                function of (`seed`, e), with `seed` an integer >= 0 (default 0).
             one_hot: one-hot float32 label rows instead of int64 labels (default False).
             per_worker_pipelines: feed each worker's replicas from that worker's own shard
                 (`strategy.distribute_datasets_from_function`). Default: when the strategy
@@ -94,7 +101,7 @@ class Cifar10:
                 global batches, which Keras splits between the replicas.
             augment: random 32x32 crops of the image zero-padded by 4 pixels, flipped
                 horizontally half of the time (`lepton_keras.data.augment`), drawn anew each
-                epoch from `seed` (default False).
+                epoch, a pure function of (`seed`, epoch, worker) (default False).
             repeat: run through the epochs without end, each reshuffled (and re-augmented),
                 for `model.fit(..., steps_per_epoch=data.steps_per_epoch(global_batch_size,
                 strategy=strategy))` (default False). Keras then keeps one iterator for the
@@ -104,8 +111,19 @@ class Cifar10:
 
         Incomplete batches are dropped, so every step has the same shape everywhere.
         Images are float32 in [0, 1]. Pass the result to `model.fit` as it is.
+
+        Every epoch is the same in whichever process reads it (`lepton_keras.data.epochs`),
+        so a job that `lepton_keras.callbacks.WorkerBackupAndRestore` resumes after an
+        interruption reads the batches of an uninterrupted run, and ends with its weights.
+
+        Raises:
+            ValueError: a bad argument, or a global batch larger than the training images
+                (of this worker's shard), which would train nothing.
         """
         per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
+        shuffle, one_hot = check_bool("shuffle", shuffle), check_bool("one_hot", one_hot)
+        augment, repeat = check_bool("augment", augment), check_bool("repeat", repeat)
+        seed = check_int("seed", seed, minimum=0)
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
         if not per_worker_pipelines:
             return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot, augment, repeat)
@@ -132,30 +150,41 @@ class Cifar10:
         Pass it to `model.fit(steps_per_epoch=...)` with `train_dataset(..., repeat=True)`.
         """
         per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
+        images, pipelines = self._images_per_pipeline(strategy, per_worker_pipelines)
+        return images // (global_batch_size // pipelines)
+
+    def _images_per_pipeline(self, strategy, per_worker_pipelines: bool) -> tuple[int, int]:
+        """(training images each input pipeline reads, number of input pipelines)."""
         if not per_worker_pipelines:
-            return len(self.train_labels) // global_batch_size
+            return len(self.train_labels), 1
         pipelines = strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
         if self.shard[1] == pipelines:  # loaded as this worker's shard: the shards are equal
-            images_per_worker = len(self.train_labels)
-        else:
-            images_per_worker = len(self.train_labels) // pipelines
-        return images_per_worker // (global_batch_size // pipelines)
+            return len(self.train_labels), pipelines
+        return len(self.train_labels) // pipelines, pipelines
 
     def _per_worker_pipelines(self, global_batch_size, strategy, per_worker_pipelines) -> bool:
         """Checks the arguments; whether each worker feeds its replicas from its own pipeline."""
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise invalid("strategy", strategy, "a tf.distribute.Strategy or None")
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-        if not isinstance(global_batch_size, int) or global_batch_size < 1 or global_batch_size % replicas:
-            raise ValueError(
-                f"the global batch size must be a positive multiple of the {replicas} replica(s), "
-                f"received: {global_batch_size!r}"
-            )
+        allowed = f"a positive multiple of the {replicas} replica(s)"
+        if check_int("global_batch_size", global_batch_size, minimum=1) % replicas:
+            raise invalid("global_batch_size", global_batch_size, allowed)
         if per_worker_pipelines is None:
             per_worker_pipelines = replicas > 1 and len(strategy.extended.worker_devices) < replicas
+        per_worker_pipelines = check_bool("per_worker_pipelines", per_worker_pipelines)
+        if per_worker_pipelines and strategy is None:
+            raise invalid("per_worker_pipelines", per_worker_pipelines, "False or None without a strategy")
         if not per_worker_pipelines and self.shard[1] > 1:
             raise ValueError(
                 f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
                 "per_worker_pipelines=True (the default under a multi-worker strategy)"
             )
+        images, pipelines = self._images_per_pipeline(strategy, per_worker_pipelines)
+        if global_batch_size // pipelines > images:  # an empty dataset: a fit would train nothing
+            shards = f" ({images} in each of the {pipelines} workers' shards)" if pipelines > 1 else ""
+            allowed = f"at most the {images * pipelines} training images{shards}"
+            raise invalid("global_batch_size", global_batch_size, allowed)
         return per_worker_pipelines
 
     def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot, augment, repeat):
@@ -164,14 +193,26 @@ class Cifar10:
         equal = len(self.train_labels) - len(self.train_labels) % count
         images, labels = self.train_images[:equal][index::count], self.train_labels[:equal][index::count]
         size = len(labels) - len(labels) % (batch_size * local_replicas)
-        dataset = tf.data.Dataset.from_tensor_slices((images[:size], labels[:size]))
-        if shuffle:
-            dataset = dataset.shuffle(max(size, 1), seed=seed, reshuffle_each_iteration=True)
-        if augment:
-            dataset = augment_dataset(dataset, seed=seed + self.shard[0] + index)
+        images, labels = tf.constant(images[:size]), tf.constant(labels[:size])
+        worker = self.shard[0] + index  # each worker draws its own augmentation
+
+        def one_epoch(epoch):
+            # Everything random in epoch e is a pure function of (seed, e): a restarted job
+            # reads the epoch it resumes at, not a replay of the first (lepton_keras.data.epochs).
+            epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+            order = tf.range(size)
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(order, seed=epoch_seed)
+            epoch_data = tf.data.Dataset.from_tensor_slices((tf.gather(images, order), tf.gather(labels, order)))
+            if augment:
+                augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1 + worker)
+                epoch_data = augment_dataset(epoch_data, seed=augment_seed)
+            return epoch_data
+
+        dataset = epoch_dataset(one_epoch, repeat=repeat)
         dataset = _batch_and_scale(dataset, batch_size, drop_remainder=True, one_hot=one_hot)
-        if repeat:
-            dataset = dataset.repeat()
+        steps = tf.data.INFINITE_CARDINALITY if repeat else size // batch_size
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
         if local_replicas > 1:
             # A distributed dataset reports the number of per-replica batches as its length,
             # local_replicas times the number of steps; an unknown length makes Keras run
@@ -184,14 +225,13 @@ class Cifar10:
 
         Every worker gets the whole set; Keras splits each batch between workers and replicas.
         """
+        global_batch_size = check_int("global_batch_size", global_batch_size, minimum=1)
+        one_hot = check_bool("one_hot", one_hot)
         dataset = tf.data.Dataset.from_tensor_slices((self.validation_images, self.validation_labels))
         return _batch_and_scale(dataset, global_batch_size, drop_remainder=False, one_hot=one_hot)
 
 
 def _batch_and_scale(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool, one_hot: bool):
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"the batch size must be a positive integer, received: {batch_size!r}")
-
     def scale(images, labels):
         labels = tf.one_hot(labels, len(CLASS_NAMES)) if one_hot else labels
         return tf.cast(images, tf.float32) / 255.0, labels
@@ -260,16 +300,14 @@ def _split(count: int, validation_size: int | None, seed: int) -> tuple[np.ndarr
     """Seeded (train, validation) index arrays; the same on every worker."""
     if validation_size is None:
         validation_size = min(5000, count // 10)
-    if not 0 <= validation_size < count:
-        raise ValueError(f"validation_size must be in [0, {count}), received: {validation_size}")
+    if not validation_size < count:
+        raise invalid("validation_size", validation_size, f"an integer in [0, {count}) or None")
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[validation_size:]), np.sort(order[:validation_size])
 
 
 def _shard(indices: np.ndarray, train_limit: int | None, shard: tuple[int, int], seed: int) -> np.ndarray:
     if train_limit is not None:
-        if train_limit < 1:
-            raise ValueError(f"train_limit must be a positive integer, received: {train_limit}")
         chosen = np.random.default_rng(seed + 1).permutation(len(indices))[:train_limit]
         indices = np.sort(indices[chosen])
     index, count = shard
@@ -288,8 +326,17 @@ def _tfds_builder(data_dir: str | None):
     return tfds.builder("cifar10", data_dir=_tfds_data_dir(data_dir))
 
 
+def _check_data_dir(data_dir) -> str | None:
+    if data_dir is None:
+        return None
+    if not isinstance(data_dir, (str, os.PathLike)) or not os.fspath(data_dir):
+        raise invalid("data_dir", data_dir, "a path or None")
+    return os.fspath(data_dir)
+
+
 def tfds_prepared(data_dir: str | None = None) -> bool:
     """True when tensorflow-datasets' `cifar10` is on disk (TFDS_DATA_DIR or `data_dir`)."""
+    data_dir = _check_data_dir(data_dir)
     if not os.path.isdir(os.path.join(_tfds_data_dir(data_dir), "cifar10")):
         return False
     try:
@@ -304,10 +351,11 @@ def _resolve_shard(shard) -> tuple[int, int]:
         return (info.worker_index, info.num_workers)
     if shard is None:
         return (0, 1)
-    index, count = shard
-    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
-        raise ValueError(f"shard must be (index, count) with 0 <= index < count, received: {shard!r}")
-    return (index, count)
+    valid = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in shard) and 0 <= shard[0] < shard[1]
+    if not valid:
+        raise invalid("shard", shard, '"auto", None or (index, count) with 0 <= index < count')
+    return (int(shard[0]), int(shard[1]))
 
 
 def load_cifar10(
@@ -341,8 +389,12 @@ def load_cifar10(
         FileNotFoundError: the folder, a class folder or its images are missing (names the path).
         ValueError: a corrupt or wrongly sized image (names it), or a bad argument.
     """
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, received: {source!r}")
+    source = check_choice("source", source, SOURCES)
+    data_dir = _check_data_dir(data_dir)
+    validation_size = check_int("validation_size", validation_size, minimum=0, allow_none=True)
+    train_limit = check_int("train_limit", train_limit, minimum=1, allow_none=True)
+    validation_limit = check_int("validation_limit", validation_limit, minimum=0, allow_none=True)
+    seed = check_int("seed", seed, minimum=0)
     shard = _resolve_shard(shard)
     if source == "auto":
         source = "folder" if data_dir else ("tfds" if tfds_prepared() else "sample")
@@ -388,8 +440,6 @@ def _load_tfds(data_dir, train_limit, validation_limit, shard, seed) -> Cifar10:
 
     builder = _tfds_builder(data_dir)
     builder.download_and_prepare()
-    if train_limit is not None and train_limit < 1:
-        raise ValueError(f"train_limit must be a positive integer, received: {train_limit}")
     split = "train" if train_limit is None else f"train[:{train_limit}]"
     index, count = shard
     if count > 1:  # equal contiguous parts: each worker reads only its own records

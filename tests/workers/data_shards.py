@@ -1,6 +1,7 @@
 """Worker program: load CIFAR-10 (this worker's shard), train one epoch, record what was read.
 
-Then two epochs more from a repeated dataset with `steps_per_epoch`, counting their steps.
+Then two epochs more from a repeated dataset with `steps_per_epoch`, counting their steps, and
+the error of a global batch larger than the two shards.
 """
 
 import argparse
@@ -42,6 +43,11 @@ def main():
     repeated = CountImages()
     model.fit(data.train_dataset(GLOBAL_BATCH, strategy=strategy, repeat=True), epochs=2, verbose=0,
               steps_per_epoch=steps_per_epoch, callbacks=[repeated])
+    try:
+        data.train_dataset(1802, strategy=strategy)
+        oversized_batch_error = None
+    except ValueError as error:
+        oversized_batch_error = str(error)
     record = {
         "shard": list(data.shard),
         "describe": data.describe(),
@@ -50,6 +56,7 @@ def main():
         "steps": counter.steps,
         "steps_per_epoch": steps_per_epoch,
         "repeated_steps": repeated.steps,
+        "oversized_batch_error": oversized_batch_error,
     }
     with open(os.path.join(args.out, f"worker_{task_info(strategy).worker_index}.json"), "w") as file:
         json.dump(record, file)
