@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable, Iterable
 
 
@@ -129,17 +130,30 @@ def check_strings(name: str, value, *, allow_none: bool = False) -> tuple[str, .
     return tuple(value)
 
 
-def check_learning_rate(name: str, value):
-    """A finite number > 0, a `keras.optimizers.schedules.LearningRateSchedule` or a callable.
+def check_strategy(name: str, value, *, allow_none: bool = True):
+    """A `tf.distribute.Strategy` (or None). Imports no TensorFlow: without it, nothing is one."""
+    if value is None and allow_none:
+        return None
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None or not isinstance(value, tensorflow.distribute.Strategy):
+        raise invalid(name, value, "a tf.distribute.Strategy" + (" or None" if allow_none else ""))
+    return value
 
-    Numbers come back as Python floats; schedules and callables as they are.
+
+def check_learning_rate(name: str, value):
+    """An optimizer's learning rate: a finite number >= 0, a LearningRateSchedule or a callable.
+
+    Numbers come back as Python floats; schedules and callables as they are. 0 is allowed:
+    callbacks (Keras's LearningRateScheduler, a warm-up from 0) set it, and a model saved at
+    that moment must load again.
     """
+    allowed = "a finite number >= 0, a LearningRateSchedule or a callable"
     if _is_real(value):
-        return check_positive(name, value)
+        return check_number(name, value, lambda x: x >= 0.0, allowed)
     if callable(value):
         return value
     import keras
 
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
         return value
-    raise invalid(name, value, "a finite number > 0, a LearningRateSchedule or a callable")
+    raise invalid(name, value, allowed)

@@ -30,6 +30,8 @@ class OptimizerSpec:
         cnn_overrides: options replacing some of `options` to train the tutorial CNN on real
             images (default None: {"learning_rate": 1e-3}); see `cnn_options`.
         tolerance: largest allowed difference from the reference (relative to max(1, |x|)).
+        float64_options: everyday hyperparameters (decimals such as 0.999 that float32 cannot
+            represent) for the match with float64 variables to 1e-7, or None (no such match).
     """
 
     name: str
@@ -41,6 +43,7 @@ class OptimizerSpec:
     converge_steps: int = 2000
     tolerance: float = 1e-6
     cnn_overrides: dict | None = None
+    float64_options: dict | None = None
 
     @property
     def cnn_options(self) -> dict:

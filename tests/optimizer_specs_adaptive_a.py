@@ -79,5 +79,16 @@ _CNN_OVERRIDES = {
     "novograd": {"learning_rate": 0.03},
     "lars": {"learning_rate": 0.2, "trust_coefficient": 0.01, "momentum": 0.9, "epsilon": 1e-08},
 }
-SPECS = [dataclasses.replace(spec, cnn_overrides=_CNN_OVERRIDES[spec.name]) if spec.name in _CNN_OVERRIDES else spec
-         for spec in SPECS]
+# Everyday hyperparameters (decimals that float32 cannot represent) for the match with float64
+# variables to 1e-7. The learning rates are float32 numbers: Keras keeps the learning rate in a
+# float32 variable whatever the dtype of the weights.
+_FLOAT64_OPTIONS = {
+    "radam": {"learning_rate": 2**-7, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+    "adabelief": {"learning_rate": 2**-7, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-16},
+    "yogi": {"learning_rate": 2**-7, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-3,
+             "initial_accumulator_value": 1e-6},
+    "novograd": {"learning_rate": 2**-7, "beta_1": 0.95, "beta_2": 0.98, "epsilon": 1e-8},
+    "lars": {"learning_rate": 0.25, "momentum": 0.9, "trust_coefficient": 0.1, "epsilon": 1e-8},
+}
+SPECS = [dataclasses.replace(spec, cnn_overrides=_CNN_OVERRIDES.get(spec.name, spec.cnn_overrides),
+                             float64_options=_FLOAT64_OPTIONS.get(spec.name)) for spec in SPECS]

@@ -34,7 +34,7 @@ SPECS = [
         options={"learning_rate": 2**-6, "beta_1": 0.875, "beta_2": 0.96875, "beta_3": 0.9921875, "alpha": 4.0,
                  "alpha_beta3_warmup_steps": 10, "epsilon": 2**-20},
         decay_options={"weight_decay": 0.25},
-        converge_options={"learning_rate": 0.01, "alpha": 2.0, "beta_3": 0.99, "alpha_beta3_warmup_steps": 200},
+        converge_options={"learning_rate": 2**-7, "alpha": 2.0, "beta_3": 0.99, "alpha_beta3_warmup_steps": 200},
     ),
     OptimizerSpec(
         name="madgrad",
@@ -61,5 +61,15 @@ SPECS = [
 _CNN_OVERRIDES = {
     "prodigy": {"learning_rate": 1.0},
 }
-SPECS = [dataclasses.replace(spec, cnn_overrides=_CNN_OVERRIDES[spec.name]) if spec.name in _CNN_OVERRIDES else spec
-         for spec in SPECS]
+# Everyday hyperparameters (decimals that float32 cannot represent) for the match with float64
+# variables to 1e-7. The learning rates are float32 numbers: Keras keeps the learning rate in a
+# float32 variable whatever the dtype of the weights.
+_FLOAT64_OPTIONS = {
+    "adan": {"learning_rate": 2**-7, "beta_1": 0.98, "beta_2": 0.92, "beta_3": 0.99, "epsilon": 1e-8},
+    "ademamix": {"learning_rate": 2**-7, "beta_1": 0.9, "beta_2": 0.999, "beta_3": 0.9999, "alpha": 5.0,
+                 "epsilon": 1e-8},
+    "madgrad": {"learning_rate": 2**-7, "momentum": 0.9, "epsilon": 1e-6},
+    "prodigy": {"learning_rate": 1.0, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "d0": 0.01},
+}
+SPECS = [dataclasses.replace(spec, cnn_overrides=_CNN_OVERRIDES.get(spec.name, spec.cnn_overrides),
+                             float64_options=_FLOAT64_OPTIONS.get(spec.name)) for spec in SPECS]

@@ -105,6 +105,28 @@ def test_fused_and_unfused_updates_give_the_same_numbers(spec):
     _assert_close(fused, unfused)
 
 
+def _tracing_counts():
+    return {function: compiled.experimental_get_tracing_count() for function, compiled in base._COMPILED.items()}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
+def test_the_fused_update_is_not_retraced_as_the_step_scalars_change(spec):
+    # Step-dependent scalars (bias corrections, warm-ups, d) reach the compiled update as tensors.
+    for dtype in ("float32", "float64"):
+        variables = [keras.Variable(p.astype(dtype), dtype=dtype) for p in PARAMS]
+        optimizer = _maker(spec)()
+        optimizer.build(variables)
+
+        def step(index):
+            optimizer.apply([tf.constant(g, dtype) for g in GRADS[index]], variables)
+
+        step(0), step(1)
+        traced = _tracing_counts()
+        for index in range(2, 8):
+            step(index)
+        assert _tracing_counts() == traced, f"retraced with {dtype} variables"
+
+
 @pytest.mark.parametrize("name", MIRRORED_ROWS)
 def test_fused_updates_under_mirrored_strategy_equal_one_device(name, mirrored):
     spec = next(spec for spec in SPECS if spec.name == name)
@@ -129,7 +151,10 @@ def test_the_fused_path_runs_an_xla_compiled_function(compiled_functions):
     _train(lambda: Lookahead(RAdam(0.01), sync_period=2), fused=True)
     assert radam_update in compiled_functions and lookahead_update in compiled_functions
     variable, m, v = (tf.Variable(PARAMS[1]) for _ in range(3))
-    scalars = {key: tf.constant(0.5) for key in ("learning_rate", "beta_1", "beta_2", "epsilon", "step")}
+    scalars = {key: tf.constant(0.5) for key in ("learning_rate", "beta_1", "one_minus_beta_1", "beta_2",
+                                                 "one_minus_beta_2", "epsilon", "bias_correction_1",
+                                                 "bias_correction_2", "rectification")}
+    scalars["rectified"] = tf.constant(True)
     reads = [base._Read(index, "float32") for index in range(3)]
     concrete = base.compiled_update(radam_update).get_concrete_function(
         (variable.handle, m.handle, v.handle), ("float32",) * 3, (reads[0], tf.constant(PARAMS[1]), *reads[1:]),

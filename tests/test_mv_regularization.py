@@ -124,9 +124,17 @@ def test_config_and_keras_file_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: MVRegularization(keras.layers.Dense(2), lambda_=-1.0), "lambda_ must be a number >= 0, received: -1.0"),
-        (lambda: MVRegularization(keras.layers.Dense(2), epsilon=0), "epsilon must be a number > 0, received: 0"),
-        (lambda: MVRegularization("dense"), "isn't a supported layer type"),
+        (lambda: MVRegularization(keras.layers.Dense(2), lambda_=-1.0), "lambda_ must be a finite number >= 0, received: -1.0"),
+        (lambda: MVRegularization(keras.layers.Dense(2), lambda_=float("nan")),
+         "lambda_ must be a finite number >= 0, received: nan"),
+        (lambda: MVRegularization(keras.layers.Dense(2), lambda_=float("inf")),
+         "lambda_ must be a finite number >= 0, received: inf"),
+        (lambda: MVRegularization(keras.layers.Dense(2), epsilon=0), "epsilon must be a finite number > 0, received: 0"),
+        (lambda: MVRegularization(keras.layers.Dense(2), epsilon=float("inf")),
+         "epsilon must be a finite number > 0, received: inf"),
+        (lambda: MVRegularization(keras.layers.Dense(2), per_example="False"),
+         "per_example must be True or False, received: 'False'"),
+        (lambda: MVRegularization("dense"), "layer must be a keras.layers.Layer with a kernel .*, received: 'dense'"),
         (lambda: MVRegularization(keras.layers.ReLU(name="relu_1"))(np.ones((2, 2))), "'relu_1' \\(ReLU\\) has none"),
         (
             lambda: MVRegularization(keras.layers.Dense(2, use_bias=False, name="d"), include_bias=True)(np.ones((2, 2))),

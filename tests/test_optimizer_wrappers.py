@@ -2,6 +2,7 @@
 float64 references written from their papers, their limit cases, strategies, saving and precision."""
 
 import os
+import re
 import tempfile
 
 import keras
@@ -352,7 +353,7 @@ def test_recompute_batch_norm_statistics_is_the_mean_of_the_batch_statistics(rep
     assert recompute_batch_norm_statistics(model, dataset.map(lambda b: (b, b)), steps=1) == 1
     np.testing.assert_allclose(batch_norm.moving_variance.numpy(), batches[0].var(0), atol=1e-6)
     assert recompute_batch_norm_statistics(dense_model("sgd"), dataset) == 0
-    with pytest.raises(ValueError, match="steps=0"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1 or None, received: 0"):
         recompute_batch_norm_statistics(model, dataset, steps=0)
 
 
@@ -422,24 +423,26 @@ def test_registry_names(name, cls):
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: Lookahead("sgd", sync_period=0), "sync_period=0"),
-    (lambda: Lookahead("sgd", sync_period=2.5), "sync_period=2.5"),
-    (lambda: Lookahead("sgd", slow_step_size=0.0), "slow_step_size=0.0"),
-    (lambda: Lookahead("sgd", slow_step_size=1.5), "slow_step_size=1.5"),
-    (lambda: GradientAccumulation("sgd", steps=0), "steps=0"),
-    (lambda: GradientAccumulation("sgd", steps=True), "steps=True"),
-    (lambda: StochasticWeightAveraging("sgd", start_step=-1), "start_step=-1"),
-    (lambda: StochasticWeightAveraging("sgd", average_period=0), "average_period=0"),
-    (lambda: ExponentialMovingAverage("sgd", decay=1.0), "decay=1.0"),
-    (lambda: ExponentialMovingAverage("sgd", use_warmup=1), "use_warmup=1"),
-    (lambda: AdaptiveGradientClipping("sgd", clipping=0), "clipping=0"),
-    (lambda: AdaptiveGradientClipping("sgd", epsilon=-1.0), "epsilon=-1.0"),
-    (lambda: AdaptiveGradientClipping("sgd", exclude="head"), "exclude='head'"),
-    (lambda: GradientCentralization("sgd", exclude_rank_one="yes"), "exclude_rank_one='yes'"),
-    (lambda: AverageWeightsForEvaluation(assign_at_end=1), "assign_at_end=1"),
+    (lambda: Lookahead("sgd", sync_period=0), "sync_period must be an integer >= 1, received: 0"),
+    (lambda: Lookahead("sgd", sync_period=2.5), "sync_period must be an integer >= 1, received: 2.5"),
+    (lambda: Lookahead("sgd", slow_step_size=0.0), "slow_step_size must be a number in (0, 1], received: 0.0"),
+    (lambda: Lookahead("sgd", slow_step_size=1.5), "slow_step_size must be a number in (0, 1], received: 1.5"),
+    (lambda: GradientAccumulation("sgd", steps=0), "steps must be an integer >= 1, received: 0"),
+    (lambda: GradientAccumulation("sgd", steps=True), "steps must be an integer >= 1, received: True"),
+    (lambda: StochasticWeightAveraging("sgd", start_step=-1), "start_step must be an integer >= 0, received: -1"),
+    (lambda: StochasticWeightAveraging("sgd", average_period=0), "average_period must be an integer >= 1, received: 0"),
+    (lambda: ExponentialMovingAverage("sgd", decay=1.0), "decay must be a number in [0, 1), received: 1.0"),
+    (lambda: ExponentialMovingAverage("sgd", use_warmup=1), "use_warmup must be True or False, received: 1"),
+    (lambda: AdaptiveGradientClipping("sgd", clipping=0), "clipping must be a finite number > 0, received: 0"),
+    (lambda: AdaptiveGradientClipping("sgd", epsilon=-1.0), "epsilon must be a finite number > 0, received: -1.0"),
+    (lambda: AdaptiveGradientClipping("sgd", exclude="head"),
+     "exclude must be a list or tuple of non-empty strings, received: 'head'"),
+    (lambda: GradientCentralization("sgd", exclude_rank_one="yes"),
+     "exclude_rank_one must be True or False, received: 'yes'"),
+    (lambda: AverageWeightsForEvaluation(assign_at_end=1), "assign_at_end must be True or False, received: 1"),
 ])
 def test_bad_arguments_name_the_argument_and_value(make, message):
-    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         make()
 
 

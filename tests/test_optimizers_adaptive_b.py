@@ -85,6 +85,25 @@ def test_ademamix_warmups_follow_the_papers_schedulers():
     assert ademamix_schedules(steps, alpha=alpha, beta_1=beta_1, beta_3=beta_3, warmup_steps=None) == (alpha, beta_3)
 
 
+@pytest.mark.parametrize("make, reference_of, options", [
+    (AdEMAMix, reference.ademamix, {"learning_rate": 2**-7, "beta_3": 0.9999, "alpha_beta3_warmup_steps": 10}),
+    (Prodigy, reference.prodigy, {"d0": 0.01, "bias_correction": True, "growth_rate": 1.02}),
+], ids=["ademamix_warmups", "prodigy_bias_correction_growth"])  # fmt: skip
+def test_float64_variables_follow_the_float64_reference_to_1e_7(make, reference_of, options):
+    # Everyday hyperparameters (the defaults 0.9, 0.999) with float64 variables: no float32 on the way.
+    params, grads = problem(seed=14)
+    params = [p.astype(np.float64) for p in params]
+    variables = [keras.Variable(p, dtype="float64") for p in params]
+    optimizer = make(**options)
+    optimizer.build(variables)
+    for step_grads in grads:
+        optimizer.apply([tf.constant(g, tf.float64) for g in step_grads], variables)
+    expected = reference_of(params, grads, **options)
+    displacement = max(float(np.max(np.abs(e - p))) for e, p in zip(expected, params))
+    error = max(float(np.max(np.abs(v.numpy() - e))) for v, e in zip(variables, expected))
+    assert displacement > 1e-3 and error < 1e-7 * displacement
+
+
 def test_ademamix_warmup_changes_the_steps():
     params, grads = problem(seed=2)
     options = {"learning_rate": 2**-6, "beta_1": 0.875, "beta_2": 0.96875, "beta_3": 0.9921875, "alpha": 4.0}
@@ -151,6 +170,31 @@ def test_madgrad_weight_decay_forms_match_the_reference(decoupled):
     assert_close(ours, reference.madgrad(params, grads, **options))
     other = reference.madgrad(params, grads, **{**options, "decoupled_weight_decay": not decoupled})
     assert moved(ours, other) > 1e-4, "the two decay forms must differ, or the test proves nothing"
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_madgrad_decoupled_decay_is_the_authors_after_the_step_and_acts_without_momentum(momentum):
+    # Keras's decay before the step is scaled by 1 - c and, without momentum (x = z), lost.
+    params, grads = problem(seed=13)
+    options = {"learning_rate": 2**-5, "momentum": momentum, "epsilon": 2**-20}
+    decayed = run(MADGRAD(weight_decay=0.5, **options), params, grads)
+    assert_close(decayed, reference.madgrad(params, grads, weight_decay=0.5, **options))
+    assert moved(decayed, run(MADGRAD(**options), params, grads)) > 1e-3, "the decay must act"
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_madgrad_honours_exclude_from_weight_decay(decoupled):
+    params, grads = problem(seed=15)
+    options = {"learning_rate": 2**-5, "momentum": 0.875, "epsilon": 2**-20}
+    optimizer = MADGRAD(weight_decay=0.5, decoupled_weight_decay=decoupled, **options)
+    variables = [keras.Variable(p, name=f"w{i}") for i, p in enumerate(params)]
+    optimizer.exclude_from_weight_decay(var_names=["w1"])
+    optimizer.build(variables)
+    for step_grads in grads:
+        optimizer.apply([tf.constant(g) for g in step_grads], variables)
+    decayed = reference.madgrad(params, grads, weight_decay=0.5, decoupled_weight_decay=decoupled, **options)
+    plain = reference.madgrad(params, grads, **options)
+    assert_close([v.numpy() for v in variables], [decayed[0], plain[1], decayed[2]])
 
 
 def test_madgrad_without_momentum_is_dual_averaging_and_keeps_its_start():
@@ -349,8 +393,8 @@ def test_get_config_round_trips(optimizer):
 
 def test_weight_decay_reads_back_in_every_form():
     assert Adan(weight_decay=0.5).get_config()["weight_decay"] == 0.5
-    assert MADGRAD(weight_decay=0.5).weight_decay == 0.5  # Keras's own decoupled form
-    coupled = MADGRAD(weight_decay=0.5, decoupled_weight_decay=False)
-    assert coupled.weight_decay is None and coupled.get_config()["weight_decay"] == 0.5
+    for decoupled in (True, False):  # MADGRAD applies both forms itself, Keras's decay stays off
+        madgrad = MADGRAD(weight_decay=0.5, decoupled_weight_decay=decoupled)
+        assert madgrad.weight_decay is None and madgrad.get_config()["weight_decay"] == 0.5
     assert Prodigy(weight_decay=0.5).get_config()["weight_decay"] == 0.5
     assert math.isinf(Prodigy().get_config()["growth_rate"])

@@ -198,9 +198,11 @@ def test_get_config_round_trips():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(rho=-0.1), "rho must be a number >= 0, received: -0.1"),
-        (dict(rho="0.05"), "rho must be a number >= 0, received: '0.05'"),
-        (dict(eta=-1.0), "eta must be a number >= 0, received: -1.0"),
+        (dict(rho=-0.1), "rho must be a finite number >= 0, received: -0.1"),
+        (dict(rho="0.05"), "rho must be a finite number >= 0, received: '0.05'"),
+        (dict(rho=float("inf")), "rho must be a finite number >= 0, received: inf"),
+        (dict(eta=-1.0), "eta must be a finite number >= 0, received: -1.0"),
+        (dict(eta=float("nan")), "eta must be a finite number >= 0, received: nan"),
         (dict(adaptive=1), "adaptive must be True or False, received: 1"),
     ],
 )

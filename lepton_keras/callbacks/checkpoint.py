@@ -73,11 +73,6 @@ def _check_path(name: str, path) -> str:
     return os.fspath(path)
 
 
-def _check_strategy(strategy):
-    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
-        raise validation.invalid("strategy", strategy, "a tf.distribute.Strategy or None")
-    return strategy
-
 
 def _check_checkpoint_options(options: dict) -> None:
     """ModelCheckpoint's own options, checked before Keras sees them (it would warn or fail late)."""
@@ -125,7 +120,7 @@ class ChiefModelCheckpoint(keras.callbacks.ModelCheckpoint):
         _check_checkpoint_options(kwargs)
         super().__init__(filepath, **kwargs)
         self.chief_filepath = self.filepath
-        self._strategy = _check_strategy(strategy)
+        self._strategy = validation.check_strategy("strategy", strategy)
         self._options = dict(kwargs)
         self._scratch_dir = None
 
@@ -216,7 +211,7 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
         save_freq = _check_save_freq(save_freq)
         delete_checkpoint = validation.check_bool("delete_checkpoint", delete_checkpoint)
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint)
-        self._strategy = _check_strategy(strategy)
+        self._strategy = validation.check_strategy("strategy", strategy)
         self._num_workers = 1
         self.worker_backup_dir = None
         self.restored_position = None

@@ -33,7 +33,7 @@ import tensorflow as tf
 from lepton_keras.data.augment import augment_dataset
 from lepton_keras.data.epochs import epoch_dataset
 from lepton_keras.distribute import cluster
-from lepton_keras.validation import check_bool, check_choice, check_int, invalid
+from lepton_keras.validation import check_bool, check_choice, check_int, check_strategy, invalid
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (32, 32, 3)
@@ -164,8 +164,7 @@ class Cifar10:
 
     def _per_worker_pipelines(self, global_batch_size, strategy, per_worker_pipelines) -> bool:
         """Checks the arguments; whether each worker feeds its replicas from its own pipeline."""
-        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
-            raise invalid("strategy", strategy, "a tf.distribute.Strategy or None")
+        check_strategy("strategy", strategy)
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
         allowed = f"a positive multiple of the {replicas} replica(s)"
         if check_int("global_batch_size", global_batch_size, minimum=1) % replicas:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from lepton_keras.validation import check_bool, invalid
+
 _MAX_EPOCHS = np.iinfo(np.int64).max
 
 
@@ -61,6 +63,9 @@ def epoch_dataset(make_epoch: Callable[[tf.Tensor], tf.data.Dataset], *, repeat:
     count on. So resume with a new dataset, as a new process does: one that already
     served epochs in this process would be moved on past them.
     """
+    if not callable(make_epoch):
+        raise invalid("make_epoch", make_epoch, "a function of the epoch that returns a tf.data.Dataset")
+    repeat = check_bool("repeat", repeat)
     counter = _EpochCounter()
     _COUNTERS.add(counter)
 

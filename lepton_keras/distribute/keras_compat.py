@@ -60,6 +60,8 @@ import warnings
 import keras
 import tensorflow as tf
 
+from lepton_keras.validation import check_strategy
+
 _lock = threading.Lock()
 
 
@@ -200,6 +202,7 @@ def patch_keras_for_multi_worker(strategy) -> list[str]:
         ("symbolic_build_from_local_batch", _symbolic_build_from_local_batch, symbolic_build_is_broken),
         ("mean_across_replicas", _reduce_per_replica_across_replicas, scalar_mean_is_broken),
     )
+    check_strategy("strategy", strategy, allow_none=False)
     with _lock:
         if _is_multi_worker(strategy):
             for fix, replacement, is_broken in fixes:

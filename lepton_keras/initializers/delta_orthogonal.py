@@ -13,25 +13,12 @@ it on average), and its input-output Jacobian has all singular values 1.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import keras
 from keras import ops
 
-
-def _check_gain(gain) -> float:
-    if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not math.isfinite(gain) or gain <= 0:
-        raise ValueError(f"gain must be a positive finite number, received: gain={gain!r}")
-    return float(gain)
-
-
-def _check_seed(seed) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer or None, received: seed={seed!r}")
-    return int(seed)
+from lepton_keras.validation import check_int, check_positive
 
 
 def _check_kernel_shape(shape) -> tuple[int, ...]:
@@ -101,8 +88,8 @@ class DeltaOrthogonal(keras.initializers.Initializer):
     """
 
     def __init__(self, gain: float = 1.0, seed: int | None = None):
-        self.gain = _check_gain(gain)
-        self.seed = _check_seed(seed)
+        self.gain = check_positive("gain", gain)
+        self.seed = check_int("seed", seed, allow_none=True)
         # Keras's Orthogonal draws the centre matrix; it also fixes a seed=None at construction.
         self._orthogonal = keras.initializers.Orthogonal(gain=self.gain, seed=self.seed)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import random
 import warnings
 
@@ -23,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from lepton_keras.validation import check_bool, check_int, check_non_negative, check_positive, check_strategy, invalid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,24 +50,21 @@ def lsuv_scale(variance: float, target_variance: float = 1.0) -> float:
         >>> lsuv_scale(4.0)
         2.0
     """
-    return math.sqrt(variance / target_variance)
+    variance = check_non_negative("variance", variance)
+    return math.sqrt(variance / check_positive("target_variance", target_variance))
 
 
 def kernel_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of `model` (in order) that own a `kernel` variable: Dense, Conv*, EinsumDense..."""
+    if not isinstance(model, keras.Model):
+        raise invalid("model", model, "a keras.Model")
     return [layer for layer in model.layers if isinstance(getattr(layer, "kernel", None), keras.Variable)]
-
-
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, received: {name}={value!r}")
-    return float(value)
 
 
 def _model_inputs(model):
     """The model's symbolic inputs, in the structure its call takes (a tensor, a list or a dict)."""
     if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a keras.Model, received: model={model!r}")
+        raise invalid("model", model, "a keras.Model")
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -81,9 +79,7 @@ def _model_inputs(model):
 
 
 def _resolve_strategy(model, strategy) -> tf.distribute.Strategy:
-    if strategy is not None:
-        if not isinstance(strategy, tf.distribute.Strategy):
-            raise ValueError(f"strategy must be a tf.distribute.Strategy or None, received: strategy={strategy!r}")
+    if check_strategy("strategy", strategy) is not None:
         return strategy
     if tf.distribute.has_strategy():
         return tf.distribute.get_strategy()
@@ -202,12 +198,11 @@ def lsuv_initialize(
         linear neural networks", arXiv:1312.6120 (the orthonormal start).
     """
     inputs = _model_inputs(model)
-    target_variance = _check_positive("target_variance", target_variance)
-    tolerance = _check_positive("tolerance", tolerance)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, numbers.Integral) or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, received: max_iterations={max_iterations!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"seed must be an integer or None, received: seed={seed!r}")
+    target_variance = check_positive("target_variance", target_variance)
+    tolerance = check_positive("tolerance", tolerance)
+    max_iterations = check_int("max_iterations", max_iterations, minimum=1)
+    orthogonal_start = check_bool("orthogonal_start", orthogonal_start)
+    seed = check_int("seed", seed, allow_none=True)
     layers = kernel_layers(model)
     if not layers:
         raise ValueError(

@@ -6,12 +6,11 @@ networks", arXiv:1810.12890.
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
 from lepton_keras.layers.seed_state import SavesSeedState
+from lepton_keras.validation import check_choice, check_int, check_unit_interval
 
 _DATA_FORMATS = ("channels_last", "channels_first")
 
@@ -101,19 +100,11 @@ class DropBlock2D(SavesSeedState, keras.layers.Layer):
     def __init__(self, rate: float = 0.1, block_size: int = 7, seed: int | None = None, *,
                  data_format: str | None = None, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must be a number in [0, 1), received: {rate!r}")
-        if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer, received: {block_size!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"seed must be an integer or None, received: {seed!r}")
+        self.rate = check_unit_interval("rate", rate)
+        self.block_size = check_int("block_size", block_size, minimum=1)
+        self.seed = check_int("seed", seed, allow_none=True)
         data_format = keras.config.image_data_format() if data_format is None else data_format
-        if data_format not in _DATA_FORMATS:
-            raise ValueError(f"data_format must be one of {_DATA_FORMATS}, received: {data_format!r}")
-        self.rate = float(rate)
-        self.block_size = int(block_size)
-        self.seed = None if seed is None else int(seed)
-        self.data_format = data_format
+        self.data_format = check_choice("data_format", data_format, _DATA_FORMATS)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def build(self, input_shape):

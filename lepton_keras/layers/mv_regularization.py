@@ -17,6 +17,7 @@ from keras import ops
 
 from lepton_keras.distribute import keras_compat
 from lepton_keras.distribute.reduce import global_sum
+from lepton_keras.validation import check_bool, check_non_negative, check_positive, invalid
 
 
 def mv_penalty(weight_energy, input_energy, lambda_: float, epsilon: float):
@@ -72,15 +73,13 @@ class MVRegularization(keras.layers.Wrapper):
 
     def __init__(self, layer, lambda_: float = 0.01, per_example: bool = False, epsilon: float = 1e-7,
                  include_bias: bool = False, **kwargs):  # fmt: skip
+        if not isinstance(layer, keras.layers.Layer):
+            raise invalid("layer", layer, "a keras.layers.Layer with a kernel (Dense, Conv1D/2D/3D, ...)")
         super().__init__(layer, **kwargs)
-        if not isinstance(lambda_, (int, float)) or lambda_ < 0:
-            raise ValueError(f"lambda_ must be a number >= 0, received: {lambda_!r}")
-        if not isinstance(epsilon, (int, float)) or epsilon <= 0:
-            raise ValueError(f"epsilon must be a number > 0, received: {epsilon!r}")
-        self.lambda_ = float(lambda_)
-        self.per_example = bool(per_example)
-        self.epsilon = float(epsilon)
-        self.include_bias = bool(include_bias)
+        self.lambda_ = check_non_negative("lambda_", lambda_)
+        self.per_example = check_bool("per_example", per_example)
+        self.epsilon = check_positive("epsilon", epsilon)
+        self.include_bias = check_bool("include_bias", include_bias)
         keras_compat.isolate_losses_per_thread(self)
 
     def build(self, input_shape=None):

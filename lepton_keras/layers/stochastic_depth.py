@@ -6,12 +6,11 @@ arXiv:1603.09382.
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
 from lepton_keras.layers.seed_state import SavesSeedState
+from lepton_keras.validation import check_bool, check_int, check_unit_interval
 
 
 def stochastic_depth(shortcut, residual, survival_probability: float, keep=None):
@@ -71,19 +70,10 @@ class StochasticDepth(SavesSeedState, keras.layers.Layer):
     def __init__(self, survival_probability: float = 0.5, *, per_example: bool = False, seed: int | None = None,
                  **kwargs):  # fmt: skip
         super().__init__(**kwargs)
-        if (
-            isinstance(survival_probability, bool)
-            or not isinstance(survival_probability, numbers.Real)
-            or not 0.0 <= survival_probability <= 1.0
-        ):
-            raise ValueError(f"survival_probability must be a number in [0, 1], received: {survival_probability!r}")
-        if not isinstance(per_example, bool):
-            raise ValueError(f"per_example must be True or False, received: {per_example!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"seed must be an integer or None, received: {seed!r}")
-        self.survival_probability = float(survival_probability)
-        self.per_example = per_example
-        self.seed = None if seed is None else int(seed)
+        self.survival_probability = check_unit_interval("survival_probability", survival_probability,
+                                                        closed_at_one=True)
+        self.per_example = check_bool("per_example", per_example)
+        self.seed = check_int("seed", seed, allow_none=True)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def build(self, input_shape):

@@ -14,6 +14,7 @@ from keras import ops
 
 from lepton_keras.distribute import keras_compat
 from lepton_keras.distribute.reduce import global_sum
+from lepton_keras.validation import check_bool, invalid
 
 # Keeps 1/sqrt(variance) finite for an output unit that is constant over the init batch.
 DATA_INIT_EPSILON = 1e-10
@@ -102,12 +103,8 @@ class WeightNormalization(keras.layers.Wrapper):
 
     def __init__(self, layer, data_init: bool = True, **kwargs):
         if not isinstance(layer, _SUPPORTED_LAYERS):
-            raise ValueError(
-                "layer must be a keras.layers.Dense, Conv1D, Conv2D or Conv3D, received: "
-                f"{layer!r} ({type(layer).__name__})"
-            )
-        if not isinstance(data_init, bool):
-            raise ValueError(f"data_init must be True or False, received: {data_init!r}")
+            raise invalid("layer", layer, "a keras.layers.Dense, Conv1D, Conv2D or Conv3D")
+        data_init = check_bool("data_init", data_init)
         if getattr(layer, "lora_enabled", False) or layer.dtype_policy.quantization_mode is not None:
             raise ValueError(f"layer must not use LoRA or quantization, received: {layer.name!r}")
         # Compute in the wrapped layer's dtype, and apply its activity regularizer here: the

@@ -9,19 +9,23 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval
+from lepton_keras.optimizers.base import LeptonOptimizer, one_minus_power, scalar, step_number
+from lepton_keras.validation import check_non_negative, check_unit_interval
 
 
-def adabelief_update(variable, gradient, m, s, *, learning_rate, beta_1, beta_2, epsilon, step):
-    """One AdaBelief step; returns (new_variable, new_m, new_s) without assigning anything."""
-    one = ops.cast(1.0, variable.dtype)
-    m = beta_1 * m + (one - beta_1) * gradient
-    s = beta_2 * s + ((one - beta_2) * ops.square(gradient - m) + epsilon)
+def adabelief_update(variable, gradient, m, s, *, learning_rate, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2,
+                     epsilon, bias_correction_1, root_bias_correction_2):  # fmt: skip
+    """One AdaBelief step; returns (new_variable, new_m, new_s) without assigning anything.
+
+    Every scalar is in the variable's dtype, computed in double precision: one_minus_beta_i is
+    1 - beta_i, bias_correction_1 is 1 - beta_1^t and root_bias_correction_2 sqrt(1 - beta_2^t).
+    """
+    m = beta_1 * m + one_minus_beta_1 * gradient
+    s = beta_2 * s + (one_minus_beta_2 * ops.square(gradient - m) + epsilon)
     # lr m_hat / (sqrt(s_hat) + epsilon) with the bias corrections as scalars: in this form XLA
     # reads the new s instead of recomputing it from a copy of the old one (1.4x faster fused).
-    step_size = learning_rate / (one - ops.power(beta_1, step))
-    root_correction = ops.sqrt(one - ops.power(beta_2, step))
-    return variable - step_size * m / (ops.sqrt(s) / root_correction + epsilon), m, s
+    step_size = learning_rate / bias_correction_1
+    return variable - step_size * m / (ops.sqrt(s) / root_bias_correction_2 + epsilon), m, s
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -47,7 +51,7 @@ class AdaBelief(LeptonOptimizer):
     weight decay.
 
     Args:
-        learning_rate: lr, a float, a `keras.optimizers.schedules.LearningRateSchedule` or
+        learning_rate: lr, a finite float > 0, a `keras.optimizers.schedules.LearningRateSchedule` or
             a callable (default 0.001).
         beta_1: decay rate of the first moment, in [0, 1) (default 0.9).
         beta_2: decay rate of the belief s_t, in [0, 1) (default 0.999).
@@ -85,6 +89,7 @@ class AdaBelief(LeptonOptimizer):
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         m, s = self._momentums[index], self._beliefs[index]
+        step = step_number(self.iterations)
         self.update_in_place(
             adabelief_update,
             (variable, m, s),
@@ -92,11 +97,14 @@ class AdaBelief(LeptonOptimizer):
             ops.cast(gradient, dtype),
             m,
             s,
-            learning_rate=ops.cast(learning_rate, dtype),
-            beta_1=ops.cast(self.beta_1, dtype),
-            beta_2=ops.cast(self.beta_2, dtype),
-            epsilon=ops.cast(self.epsilon, dtype),
-            step=ops.cast(self.iterations + 1, dtype),
+            learning_rate=scalar(learning_rate, dtype),
+            beta_1=scalar(self.beta_1, dtype),
+            one_minus_beta_1=scalar(1.0 - self.beta_1, dtype),
+            beta_2=scalar(self.beta_2, dtype),
+            one_minus_beta_2=scalar(1.0 - self.beta_2, dtype),
+            epsilon=scalar(self.epsilon, dtype),
+            bias_correction_1=scalar(one_minus_power(self.beta_1, step), dtype),
+            root_bias_correction_2=scalar(ops.sqrt(one_minus_power(self.beta_2, step)), dtype),
         )
 
     def get_config(self):

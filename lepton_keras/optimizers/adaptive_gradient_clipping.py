@@ -6,12 +6,12 @@ Normalization", ICML 2021, arXiv:2102.06171 (Section 4.1).
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
+from lepton_keras.optimizers.base import scalar
 from lepton_keras.optimizers.wrapper import OptimizerWrapper
+from lepton_keras.validation import check_positive, check_strings
 
 
 def unitwise_norm(x):
@@ -30,7 +30,8 @@ def adaptive_clip(gradient, weight, *, clipping, epsilon):
 
         G_i <- G_i * min(1, lambda max(||W_i||, eps) / ||G_i||)      for each unit i
     """
-    max_norm = ops.maximum(unitwise_norm(weight), ops.cast(epsilon, weight.dtype)) * ops.cast(clipping, weight.dtype)
+    dtype = keras.backend.standardize_dtype(weight.dtype)
+    max_norm = ops.maximum(unitwise_norm(weight), scalar(epsilon, dtype)) * scalar(clipping, dtype)
     # Dividing by max(||G_i||, max_norm) leaves small (and zero) gradients unchanged.
     return gradient * (max_norm / ops.maximum(unitwise_norm(gradient), max_norm))
 
@@ -76,15 +77,12 @@ class AdaptiveGradientClipping(OptimizerWrapper):
 
     def __init__(self, inner_optimizer, *, clipping=0.01, epsilon=1e-3, exclude=(), name="adaptive_gradient_clipping",
                  **kwargs):
-        if isinstance(clipping, bool) or not isinstance(clipping, numbers.Real) or not clipping > 0:
-            raise ValueError(f"clipping must be a positive number; received clipping={clipping!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
-            raise ValueError(f"epsilon must be a positive number; received epsilon={epsilon!r}")
-        if isinstance(exclude, str) or not all(isinstance(n, str) for n in exclude):
-            raise ValueError(f"exclude must be a list of layer names; received exclude={exclude!r}")
+        clipping = check_positive("clipping", clipping)
+        epsilon = check_positive("epsilon", epsilon)
+        exclude = check_strings("exclude", exclude)
         super().__init__(inner_optimizer, name=name, **kwargs)
-        self.clipping = float(clipping)
-        self.epsilon = float(epsilon)
+        self.clipping = clipping
+        self.epsilon = epsilon
         self.exclude = list(exclude)
 
     def is_excluded(self, variable) -> bool:

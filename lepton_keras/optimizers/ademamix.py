@@ -6,12 +6,11 @@ arXiv:2409.03033.
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval
+from lepton_keras.optimizers.base import STEP_DTYPE, LeptonOptimizer, one_minus_power, scalar, step_number
+from lepton_keras.validation import check_int, check_non_negative, check_unit_interval
 
 
 def ademamix_schedules(step, *, alpha, beta_1, beta_3, warmup_steps):
@@ -30,21 +29,19 @@ def ademamix_schedules(step, *, alpha, beta_1, beta_3, warmup_steps):
     return fraction * alpha, ops.minimum(beta_3_t, beta_3)
 
 
-def ademamix_update(variable, gradient, m1, m2, nu, *, learning_rate, beta_1, beta_2, beta_3, alpha, epsilon, step):
+def ademamix_update(variable, gradient, m1, m2, nu, *, learning_rate, beta_1, one_minus_beta_1, beta_2,
+                    one_minus_beta_2, beta_3, one_minus_beta_3, alpha, epsilon, bias_correction_1,
+                    bias_correction_2):  # fmt: skip
     """One AdEMAMix step; returns (new_variable, new_m1, new_m2, new_nu) without assigning anything.
 
-    `beta_3` and `alpha` are this step's values (after the warm-ups); `step` and the betas
-    may be in a wider dtype than the variable (the bias corrections).
+    `beta_3` and `alpha` are this step's values (after the warm-ups). Every scalar is in the
+    variable's dtype, computed in double precision: one_minus_beta_i is 1 - beta_i and
+    bias_correction_i is 1 - beta_i^t.
     """
-    dtype = variable.dtype
-    one = ops.cast(1.0, dtype)
-    b1, b2, b3 = (ops.cast(beta, dtype) for beta in (beta_1, beta_2, beta_3))
-    m1 = b1 * m1 + (one - b1) * gradient
-    m2 = b3 * m2 + (one - b3) * gradient
-    nu = b2 * nu + (one - b2) * ops.square(gradient)
-    m1_hat = m1 / ops.cast(1.0 - ops.power(beta_1, step), dtype)
-    nu_hat = nu / ops.cast(1.0 - ops.power(beta_2, step), dtype)
-    update = (m1_hat + ops.cast(alpha, dtype) * m2) / (ops.sqrt(nu_hat) + epsilon)
+    m1 = beta_1 * m1 + one_minus_beta_1 * gradient
+    m2 = beta_3 * m2 + one_minus_beta_3 * gradient
+    nu = beta_2 * nu + one_minus_beta_2 * ops.square(gradient)
+    update = (m1 / bias_correction_1 + alpha * m2) / (ops.sqrt(nu / bias_correction_2) + epsilon)
     return variable - learning_rate * update, m1, m2, nu
 
 
@@ -72,7 +69,7 @@ class AdEMAMix(LeptonOptimizer):
     `weight_decay` (w -= lr * weight_decay * w before each step) is the paper's lambda term.
 
     Args:
-        learning_rate: lr, a float, a `keras.optimizers.schedules.LearningRateSchedule` or a
+        learning_rate: lr, a finite float > 0, a `keras.optimizers.schedules.LearningRateSchedule` or a
             callable (default 0.001).
         beta_1: decay rate of the fast EMA m1, in [0, 1) (default 0.9).
         beta_2: decay rate of the second moment nu, in [0, 1) (default 0.999).
@@ -97,15 +94,13 @@ class AdEMAMix(LeptonOptimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, beta_3=0.9999, alpha=5.0,
                  alpha_beta3_warmup_steps=None, epsilon=1e-8, name="ademamix", **kwargs):  # fmt: skip
         super().__init__(learning_rate, name=name, **kwargs)
-        warmup = alpha_beta3_warmup_steps
-        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 1):
-            raise ValueError(f"alpha_beta3_warmup_steps must be a positive integer or None, received: {warmup!r}")
+        warmup = check_int("alpha_beta3_warmup_steps", alpha_beta3_warmup_steps, minimum=1, allow_none=True)
         # The beta_3 warm-up starts from beta_1 in log space, so it needs beta_1 > 0.
         self.beta_1 = check_unit_interval("beta_1", beta_1, open_at_zero=warmup is not None)
         self.beta_2 = check_unit_interval("beta_2", beta_2)
         self.beta_3 = check_unit_interval("beta_3", beta_3, open_at_zero=warmup is not None)
         self.alpha = check_non_negative("alpha", alpha)
-        self.alpha_beta3_warmup_steps = None if warmup is None else int(warmup)
+        self.alpha_beta3_warmup_steps = warmup
         self.epsilon = check_non_negative("epsilon", epsilon)
 
     def build(self, var_list):
@@ -116,17 +111,15 @@ class AdEMAMix(LeptonOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        # The bias corrections and the warm-ups are computed in at least float32.
-        scalar_dtype = keras.backend.result_type(dtype, "float32")
         index = self._get_variable_index(variable)
         m1, m2, nu = self._m1[index], self._m2[index], self._nu[index]
-        step = ops.cast(self.iterations + 1, scalar_dtype)
-        beta_1, beta_3 = ops.cast(self.beta_1, scalar_dtype), ops.cast(self.beta_3, scalar_dtype)
+        step = step_number(self.iterations)
+        # The warm-ups in double precision: 1 - beta_3_t for beta_3 near 1 needs every digit.
         alpha, beta_3 = ademamix_schedules(
             step,
-            alpha=ops.cast(self.alpha, scalar_dtype),
-            beta_1=beta_1,
-            beta_3=beta_3,
+            alpha=scalar(self.alpha, STEP_DTYPE),
+            beta_1=scalar(self.beta_1, STEP_DTYPE),
+            beta_3=scalar(self.beta_3, STEP_DTYPE),
             warmup_steps=self.alpha_beta3_warmup_steps,
         )
         self.update_in_place(
@@ -137,13 +130,17 @@ class AdEMAMix(LeptonOptimizer):
             m1,
             m2,
             nu,
-            learning_rate=ops.cast(learning_rate, dtype),
-            beta_1=beta_1,
-            beta_2=ops.cast(self.beta_2, scalar_dtype),
-            beta_3=beta_3,
-            alpha=alpha,
-            epsilon=ops.cast(self.epsilon, dtype),
-            step=step,
+            learning_rate=scalar(learning_rate, dtype),
+            beta_1=scalar(self.beta_1, dtype),
+            one_minus_beta_1=scalar(1.0 - self.beta_1, dtype),
+            beta_2=scalar(self.beta_2, dtype),
+            one_minus_beta_2=scalar(1.0 - self.beta_2, dtype),
+            beta_3=scalar(beta_3, dtype),
+            one_minus_beta_3=scalar(1.0 - beta_3, dtype),
+            alpha=scalar(alpha, dtype),
+            epsilon=scalar(self.epsilon, dtype),
+            bias_correction_1=scalar(one_minus_power(self.beta_1, step), dtype),
+            bias_correction_2=scalar(one_minus_power(self.beta_2, step), dtype),
         )
 
     def get_config(self):

@@ -1,4 +1,6 @@
-"""The base of lepton_keras's optimizers: shared argument checks and fused (XLA-compiled) updates.
+"""The base of lepton_keras's optimizers: hyperparameter scalars and fused (XLA-compiled) updates.
+
+Arguments are checked with `lepton_keras.validation`, the one module of checks.
 
 Every optimizer keeps its math in a pure function that returns new values.
 `update_in_place` assigns them, either op by op, or compiled with XLA into one kernel per
@@ -10,47 +12,41 @@ Adam inside a `jit_compile` train step.
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-# --- argument checks ---------------------------------------------------------------------
+from lepton_keras.validation import check_bool, check_learning_rate
+
+# --- hyperparameter scalars ----------------------------------------------------------------
+
+# The dtype of the step-dependent scalars (bias corrections 1 - beta^t, warm-ups): float64,
+# so that they are exact for float64 variables and correctly rounded for the others.
+STEP_DTYPE = "float64"
 
 
-def check_unit_interval(name: str, value, *, open_at_zero: bool = False) -> float:
-    """`value` as a float in [0, 1) ((0, 1) with `open_at_zero`); else ValueError naming it."""
-    low_ok = isinstance(value, numbers.Real) and (value > 0.0 if open_at_zero else value >= 0.0)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (low_ok and value < 1.0):
-        raise ValueError(f"{name} must be a number in {'(0' if open_at_zero else '[0'}, 1), received: {value!r}")
-    return float(value)
+def scalar(value, dtype):
+    """`value` as a scalar tensor of `dtype`, rounded once.
+
+    A Python float goes straight from double precision to `dtype`: `ops.cast(0.999, "float64")`
+    first makes a float32 tensor (0.9990000128746033). Hyperparameter expressions such as
+    `1.0 - self.beta_2` are therefore computed in Python, in double precision, and passed here.
+    """
+    if isinstance(value, (bool, int, float)):
+        return tf.constant(value, dtype)
+    return ops.cast(value, dtype)
 
 
-def check_non_negative(name: str, value, *, allow_none: bool = False, finite: bool = False) -> float | None:
-    """`value` as a float >= 0 (and < inf with `finite`; None passes with `allow_none`); else ValueError."""
-    if value is None and allow_none:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0.0
-            or (finite and value == float("inf"))):  # fmt: skip
-        kind = "a finite non-negative number" if finite else "a non-negative number"
-        raise ValueError(f"{name} must be {kind}{' or None' if allow_none else ''}, received: {value!r}")
-    return float(value)
+def step_number(iterations):
+    """t = iterations + 1, the 1-based number of the step in progress, as a `STEP_DTYPE` scalar."""
+    return ops.cast(iterations, STEP_DTYPE) + 1.0
 
 
-def check_number(name: str, value, condition, description: str) -> float:
-    """`value` as a float when `condition(value)` holds; else ValueError "<name> must be <description>"."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not condition(value):
-        raise ValueError(f"{name} must be {description}, received: {value!r}")
-    return float(value)
-
-
-def check_bool(name: str, value) -> bool:
-    """`value` when it is True or False; else ValueError naming it."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, received: {value!r}")
-    return value
+def one_minus_power(beta: float, step):
+    """1 - beta^step in `STEP_DTYPE` (a bias correction), for a Python float `beta` and `step_number`."""
+    return 1.0 - ops.power(scalar(beta, STEP_DTYPE), step)
 
 
 def snapshot(variable):
@@ -211,8 +207,9 @@ class LeptonOptimizer(keras.optimizers.Optimizer):
     values, and assign them in `update_step` with `self.update_in_place(...)`.
 
     Args:
-        learning_rate: a float, a `keras.optimizers.schedules.LearningRateSchedule` or a
-            callable.
+        learning_rate: a finite float > 0, a
+            `keras.optimizers.schedules.LearningRateSchedule` or a callable (a schedule may
+            reach 0; a constant 0 would be a silent no-op and is refused).
         fused_updates: compile each variable's update with XLA into one kernel that writes
             the variable and its slots in place (default True). False runs the same
             operations one by one (the same numbers within float rounding).
@@ -220,7 +217,7 @@ class LeptonOptimizer(keras.optimizers.Optimizer):
     """
 
     def __init__(self, learning_rate, *, fused_updates: bool = True, **kwargs):
-        super().__init__(learning_rate=learning_rate, **kwargs)
+        super().__init__(learning_rate=check_learning_rate("learning_rate", learning_rate), **kwargs)
         self.fused_updates = check_bool("fused_updates", fused_updates)
 
     def update_in_place(self, function, targets, *args, **kwargs):

@@ -9,7 +9,6 @@ arXiv:1706.02677, discuss training with such large batches.
 from __future__ import annotations
 
 import functools
-import numbers
 
 import keras
 import tensorflow as tf
@@ -17,6 +16,7 @@ from keras import ops
 
 from lepton_keras.optimizers.base import snapshot
 from lepton_keras.optimizers.wrapper import OptimizerWrapper
+from lepton_keras.validation import check_int
 
 
 def accumulate(accumulator, gradient, *, steps, first, last):
@@ -72,10 +72,9 @@ class GradientAccumulation(OptimizerWrapper):
     """
 
     def __init__(self, inner_optimizer, *, steps=2, name="gradient_accumulation", **kwargs):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1; received steps={steps!r}")
+        steps = check_int("steps", steps, minimum=1)
         super().__init__(inner_optimizer, name=name, **kwargs)
-        self.steps = int(steps)
+        self.steps = steps
 
     def build(self, variables):
         if self.built:

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from lepton_keras.optimizers.wrapper import OptimizerWrapper
+from lepton_keras.validation import check_bool
 
 
 def centralize_gradient(gradient):
@@ -58,8 +59,7 @@ class GradientCentralization(OptimizerWrapper):
     """
 
     def __init__(self, inner_optimizer, *, exclude_rank_one=True, name="gradient_centralization", **kwargs):
-        if not isinstance(exclude_rank_one, bool):
-            raise ValueError(f"exclude_rank_one must be True or False; received exclude_rank_one={exclude_rank_one!r}")
+        exclude_rank_one = check_bool("exclude_rank_one", exclude_rank_one)
         super().__init__(inner_optimizer, name=name, **kwargs)
         self.exclude_rank_one = exclude_rank_one
 

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from lepton_keras.optimizers.wrapper import OptimizerWrapper
+from lepton_keras.validation import check_positive, invalid
 
 
 def clip_gradients(gradients, *, value=None, norm=None, global_norm=None):
@@ -72,11 +73,12 @@ class GradientClipping(OptimizerWrapper):
 
     def __init__(self, inner_optimizer, *, value=None, norm=None, global_norm=None, name="gradient_clipping",
                  **kwargs):
-        for argument, threshold in (("value", value), ("norm", norm), ("global_norm", global_norm)):
-            if threshold is not None and not (isinstance(threshold, (int, float)) and threshold > 0):
-                raise ValueError(f"{argument} must be a positive number or None; received {argument}={threshold!r}")
+        # Finite: an infinite threshold clips nothing, and inf / inf is NaN in the norm clipping.
+        value = check_positive("value", value, allow_none=True)
+        norm = check_positive("norm", norm, allow_none=True)
+        global_norm = check_positive("global_norm", global_norm, allow_none=True)
         if value is None and norm is None and global_norm is None:
-            raise ValueError("give at least one of value, norm or global_norm; received none")
+            raise invalid("value, norm or global_norm", None, "given (at least one of them)")
         super().__init__(inner_optimizer, name=name, **kwargs)
         self.value = value
         self.norm = norm

@@ -9,7 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval, squared_norm
+from lepton_keras.optimizers.base import LeptonOptimizer, scalar, squared_norm
+from lepton_keras.validation import check_non_negative, check_positive, check_strings, check_unit_interval
 
 DEFAULT_EXCLUDE_FROM_ADAPTATION = ("bias", "beta", "gamma", "batch_norm", "layer_norm")
 
@@ -27,7 +28,8 @@ def lars_update(variable, gradient, velocity, *, learning_rate, momentum, trust_
 
     With `trust_ratio` None it is the plain momentum-SGD step (no trust ratio, no weight decay).
     `trust_ratio` and `momentum_weight_decay` are in the dtype the norms are computed in (at
-    least float32, so that a half-precision sum of squares cannot overflow).
+    least float32, so that a half-precision sum of squares cannot overflow); `learning_rate` and
+    `momentum` in the variable's.
     """
     dtype = variable.dtype
     if trust_ratio is not None:
@@ -37,7 +39,7 @@ def lars_update(variable, gradient, velocity, *, learning_rate, momentum, trust_
         update = ops.cast(trust_ratio * decayed, dtype)
     else:
         update = gradient
-    velocity = ops.cast(momentum, dtype) * velocity + ops.cast(learning_rate, dtype) * update
+    velocity = momentum * velocity + learning_rate * update
     return variable - velocity, velocity
 
 
@@ -90,11 +92,11 @@ class LARS(LeptonOptimizer):
         model.compile(optimizer=lamb, loss="mse")
 
     Args:
-        learning_rate: the global lr, a float, a `keras.optimizers.schedules.LearningRateSchedule`
+        learning_rate: the global lr, a finite float > 0, a `keras.optimizers.schedules.LearningRateSchedule`
             or a callable (default 1.0: the trust ratio, of the order of `trust_coefficient`,
             already sets the step's scale).
         momentum: mu, in [0, 1) (default 0.9).
-        trust_coefficient: eta, >= 0 (default 0.001, the paper's).
+        trust_coefficient: eta, > 0 (default 0.001, the paper's; 0 would freeze every adapted variable).
         momentum_weight_decay: the paper's weight decay beta, >= 0 (default 0.0).
         epsilon: added to the trust ratio's denominator, >= 0 (default 1e-8).
         exclude_from_adaptation: substrings of "<layer name>/<variable name>" that exclude a
@@ -122,19 +124,11 @@ class LARS(LeptonOptimizer):
                  **kwargs):  # fmt: skip
         super().__init__(learning_rate, name=name, **kwargs)
         self.momentum = check_unit_interval("momentum", momentum)
-        self.trust_coefficient = check_non_negative("trust_coefficient", trust_coefficient, finite=True)
-        self.momentum_weight_decay = check_non_negative("momentum_weight_decay", momentum_weight_decay, finite=True)
-        self.epsilon = check_non_negative("epsilon", epsilon, finite=True)
-        if exclude_from_adaptation is None:
-            exclude_from_adaptation = ()
-        if not isinstance(exclude_from_adaptation, (list, tuple)) or not all(
-            isinstance(part, str) and part for part in exclude_from_adaptation
-        ):
-            raise ValueError(
-                "exclude_from_adaptation must be a list or tuple of non-empty strings, received: "
-                f"{exclude_from_adaptation!r}"
-            )
-        self.exclude_from_adaptation = tuple(exclude_from_adaptation)
+        self.trust_coefficient = check_positive("trust_coefficient", trust_coefficient)
+        self.momentum_weight_decay = check_non_negative("momentum_weight_decay", momentum_weight_decay)
+        self.epsilon = check_non_negative("epsilon", epsilon)
+        self.exclude_from_adaptation = check_strings("exclude_from_adaptation", exclude_from_adaptation,
+                                                     allow_none=True)
 
     def adapts(self, variable) -> bool:
         """Whether `variable` gets the trust ratio (False: the plain momentum-SGD step)."""
@@ -155,16 +149,16 @@ class LARS(LeptonOptimizer):
         index = self._get_variable_index(variable)
         velocity = self._velocities[index]
         gradient = ops.cast(gradient, dtype)
-        momentum_weight_decay = ops.cast(self.momentum_weight_decay, norm_dtype)
+        momentum_weight_decay = scalar(self.momentum_weight_decay, norm_dtype)
         trust_ratio = None
         if self._adapted[index]:
             # The norms are taken outside the fused update (see `squared_norm`).
             trust_ratio = lars_trust_ratio(
                 ops.sqrt(squared_norm(variable, norm_dtype)),
                 ops.sqrt(squared_norm(gradient, norm_dtype)),
-                trust_coefficient=ops.cast(self.trust_coefficient, norm_dtype),
+                trust_coefficient=scalar(self.trust_coefficient, norm_dtype),
                 momentum_weight_decay=momentum_weight_decay,
-                epsilon=ops.cast(self.epsilon, norm_dtype),
+                epsilon=scalar(self.epsilon, norm_dtype),
             )
         self.update_in_place(
             lars_update,
@@ -172,8 +166,8 @@ class LARS(LeptonOptimizer):
             variable,
             gradient,
             velocity,
-            learning_rate=ops.cast(learning_rate, dtype),
-            momentum=ops.cast(self.momentum, dtype),
+            learning_rate=scalar(learning_rate, dtype),
+            momentum=scalar(self.momentum, dtype),
             trust_ratio=trust_ratio,
             momentum_weight_decay=momentum_weight_decay,
         )

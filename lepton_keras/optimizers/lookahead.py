@@ -7,24 +7,23 @@ NeurIPS 2019, arXiv:1907.08610.
 from __future__ import annotations
 
 import functools
-import numbers
-
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import snapshot
+from lepton_keras.optimizers.base import scalar, snapshot
 from lepton_keras.optimizers.wrapper import OptimizerWrapper
+from lepton_keras.validation import check_int, check_unit_interval
 
 
-def lookahead_update(fast, slow, *, slow_step_size, sync):
+def lookahead_update(fast, slow, *, slow_step_size, one_minus_slow_step_size, sync):
     """The Lookahead synchronisation; returns (new_fast, new_slow) without assigning anything.
 
     When `sync` is true: slow <- slow + alpha (fast - slow), written as the equal
     (1 - alpha) slow + alpha fast so that alpha = 1 gives exactly `fast`; then fast <- slow.
-    Otherwise both are returned unchanged.
+    Otherwise both are returned unchanged. alpha and 1 - alpha are scalars of the weights'
+    dtype, computed in double precision.
     """
-    alpha = ops.cast(slow_step_size, slow.dtype)
-    moved = (ops.cast(1.0, slow.dtype) - alpha) * slow + alpha * fast
+    moved = one_minus_slow_step_size * slow + slow_step_size * fast
     new_slow = ops.where(sync, moved, slow)
     return ops.where(sync, new_slow, fast), new_slow
 
@@ -70,14 +69,11 @@ class Lookahead(OptimizerWrapper):
     """
 
     def __init__(self, inner_optimizer, *, sync_period=6, slow_step_size=0.5, name="lookahead", **kwargs):
-        if isinstance(sync_period, bool) or not isinstance(sync_period, numbers.Integral) or sync_period < 1:
-            raise ValueError(f"sync_period must be an integer >= 1; received sync_period={sync_period!r}")
-        if (isinstance(slow_step_size, bool) or not isinstance(slow_step_size, numbers.Real)
-                or not 0.0 < slow_step_size <= 1.0):
-            raise ValueError(f"slow_step_size must be a number in (0, 1]; received slow_step_size={slow_step_size!r}")
+        sync_period = check_int("sync_period", sync_period, minimum=1)
+        slow_step_size = check_unit_interval("slow_step_size", slow_step_size, open_at_zero=True, closed_at_one=True)
         super().__init__(inner_optimizer, name=name, **kwargs)
-        self.sync_period = int(sync_period)
-        self.slow_step_size = float(slow_step_size)
+        self.sync_period = sync_period
+        self.slow_step_size = slow_step_size
 
     def build(self, variables):
         if self.built:
@@ -110,4 +106,6 @@ def _start_slow(variable, slow, *, first):
 
 
 def _synchronise(variable, slow, *, slow_step_size, sync, update_in_place):
-    update_in_place(lookahead_update, (variable, slow), variable, slow, slow_step_size=slow_step_size, sync=sync)
+    alpha, one_minus_alpha = scalar(slow_step_size, slow.dtype), scalar(1.0 - slow_step_size, slow.dtype)
+    update_in_place(lookahead_update, (variable, slow), variable, slow, slow_step_size=alpha,
+                    one_minus_slow_step_size=one_minus_alpha, sync=sync)

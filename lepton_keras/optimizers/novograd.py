@@ -11,29 +11,29 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import (LeptonOptimizer, check_bool, check_non_negative, check_unit_interval,
-                                         squared_norm)
+from lepton_keras.optimizers.base import LeptonOptimizer, scalar, squared_norm
+from lepton_keras.validation import check_bool, check_non_negative, check_unit_interval
 
 
-def novograd_update(variable, gradient, m, v, *, squared_norm, learning_rate, beta_1, beta_2, epsilon,
-                    momentum_weight_decay, grad_averaging: bool, step):  # fmt: skip
+def novograd_update(variable, gradient, m, v, *, squared_norm, learning_rate, beta_1, averaging_weight, beta_2,
+                    one_minus_beta_2, epsilon, momentum_weight_decay, first_step):  # fmt: skip
     """One NovoGrad step; returns (new_variable, new_m, new_v) without assigning anything.
 
-    `v` is the layer's scalar second moment and `squared_norm` ||g_t||^2, both in `beta_2`'s
+    `v` is the layer's scalar second moment and `squared_norm` ||g_t||^2, both in the norms'
     dtype (at least float32, so that the squared norm of a large half-precision gradient does
-    not overflow).
+    not overflow), as are beta_2, one_minus_beta_2 = 1 - beta_2 and epsilon; the other scalars
+    are in the variable's dtype; averaging_weight is c (1 or 1 - beta_1). The scalars are
+    computed in double precision.
     """
     dtype = variable.dtype
     norm_dtype = v.dtype
     # The paper initialises v_1 = ||g_1||^2 rather than bias-correcting an average from 0.
-    v = ops.where(ops.equal(step, 1), squared_norm, beta_2 * v + (1.0 - beta_2) * squared_norm)
+    v = ops.where(first_step, squared_norm, beta_2 * v + one_minus_beta_2 * squared_norm)
     # Normalised in the wider dtype: 1 / sqrt(v) overflows float16 for gradient norms < 2e-5.
     normalized = ops.cast(ops.cast(gradient, norm_dtype) / (ops.sqrt(v) + epsilon), dtype)
-    normalized = normalized + ops.cast(momentum_weight_decay, dtype) * variable
-    if grad_averaging:
-        normalized = ops.cast(1.0 - beta_1, dtype) * normalized
-    m = ops.cast(beta_1, dtype) * m + normalized
-    return variable - ops.cast(learning_rate, dtype) * m, m, v
+    normalized = averaging_weight * (normalized + momentum_weight_decay * variable)
+    m = beta_1 * m + normalized
+    return variable - learning_rate * m, m, v
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -66,7 +66,7 @@ class NovoGrad(LeptonOptimizer):
     every step, so that a zero first gradient gives a zero step instead of 0 / 0.
 
     Args:
-        learning_rate: lr, a float, a `keras.optimizers.schedules.LearningRateSchedule` or
+        learning_rate: lr, a finite float > 0, a `keras.optimizers.schedules.LearningRateSchedule` or
             a callable (default 0.01).
         beta_1: momentum, in [0, 1) (default 0.95, the paper's).
         beta_2: decay rate of the layer's second moment, in [0, 1) (default 0.98, the paper's).
@@ -130,13 +130,14 @@ class NovoGrad(LeptonOptimizer):
             v,
             # Taken outside the fused update (see `squared_norm`).
             squared_norm=squared_norm(gradient, norm_dtype),
-            learning_rate=ops.cast(learning_rate, dtype),
-            beta_1=ops.cast(self.beta_1, norm_dtype),
-            beta_2=ops.cast(self.beta_2, norm_dtype),
-            epsilon=ops.cast(self.epsilon, norm_dtype),
-            momentum_weight_decay=ops.cast(self.momentum_weight_decay, dtype),
-            grad_averaging=self.grad_averaging,
-            step=ops.cast(self.iterations + 1, norm_dtype),
+            learning_rate=scalar(learning_rate, dtype),
+            beta_1=scalar(self.beta_1, dtype),
+            averaging_weight=scalar(1.0 - self.beta_1 if self.grad_averaging else 1.0, dtype),
+            beta_2=scalar(self.beta_2, norm_dtype),
+            one_minus_beta_2=scalar(1.0 - self.beta_2, norm_dtype),
+            epsilon=scalar(self.epsilon, norm_dtype),
+            momentum_weight_decay=scalar(self.momentum_weight_decay, dtype),
+            first_step=ops.equal(self.iterations, 0),
         )
 
     def get_config(self):

@@ -13,10 +13,11 @@ import tensorflow as tf
 from keras import ops
 
 from lepton_keras.distribute.keras_compat import excluded_from_weight_decay
-from lepton_keras.optimizers.base import LeptonOptimizer, check_bool, check_number, snapshot
+from lepton_keras.optimizers.base import STEP_DTYPE, LeptonOptimizer, one_minus_power, scalar, snapshot, step_number
+from lepton_keras.validation import check_bool, check_non_negative, check_number, check_positive, check_unit_interval
 
 _HALF_PRECISION = ("float16", "bfloat16")
-_SCALAR_DTYPE = "float32"  # d, d_max and the running sums
+_SCALAR_DTYPE = STEP_DTYPE  # d, d_max and the running sums: float64, exact for float64 variables
 
 
 def prodigy_estimate(new_step, learning_rate, d, d_max, d_numerator, d_denominator, *, beta_3, d0, d_coef,
@@ -42,38 +43,55 @@ def prodigy_estimate(new_step, learning_rate, d, d_max, d_numerator, d_denominat
     return d, d_max, d_numerator, d_denominator
 
 
-def prodigy_update(variable, gradient, m, v, s, *, learning_rate, d, beta_1, beta_2, beta_3, epsilon, bias_correction,
-                   weight_decay, safeguard_warmup):  # fmt: skip
-    """The element-wise part of one Prodigy step of one variable with this step's d.
+def prodigy_step_scalars(*, learning_rate, d, beta_1: float, beta_2: float, beta_3: float, epsilon: float,
+                         bias_correction, weight_decay: float, safeguard_warmup: bool) -> dict:  # fmt: skip
+    """The scalars of one step with this step's d, in the dtype of d (float64).
 
-    Returns (new_variable, new_m, new_v, new_s) without assigning anything. Every tensor is in
-    one float dtype (16-bit variables are upcast to float32); `bias_correction` is
-    sqrt(1 - beta_2^t) / (1 - beta_1^t) or 1, and `weight_decay` the decoupled rate (0 for
-    none). With lr = 0 nothing changes.
+    Returns the keywords of `prodigy_update` (cast them to the compute dtype) and r_weight,
+    the factor (1 - beta_3) d dlr of the step's term of r (for `prodigy_sums`).
+    `bias_correction` is sqrt(1 - beta_2^t) / (1 - beta_1^t) or 1.
     """
-    active = learning_rate > 0.0
     dlr = d * learning_rate * bias_correction
-    new_m = beta_1 * m + (1.0 - beta_1) * d * gradient
-    new_v = beta_2 * v + (1.0 - beta_2) * d * d * ops.square(gradient)
-    new_s = beta_3 * s + (1.0 - beta_3) * d * (d if safeguard_warmup else dlr) * gradient
-    new_variable = variable * (1.0 - weight_decay * dlr) - dlr * new_m / (ops.sqrt(new_v) + d * epsilon)
+    return {
+        "dlr": dlr,
+        "beta_1": beta_1,
+        "m_weight": (1.0 - beta_1) * d,
+        "beta_2": beta_2,
+        "v_weight": (1.0 - beta_2) * d * d,
+        "beta_3": beta_3,
+        "s_weight": (1.0 - beta_3) * d * (d if safeguard_warmup else dlr),
+        "decay_factor": 1.0 - weight_decay * dlr,
+        "d_epsilon": d * epsilon,
+        "r_weight": (1.0 - beta_3) * d * dlr,  # the paper's (1 - beta_3) d_k^2 lr_k, times b_k as the authors'
+    }
+
+
+def prodigy_update(variable, gradient, m, v, s, *, active, dlr, beta_1, m_weight, beta_2, v_weight, beta_3, s_weight,
+                   decay_factor, d_epsilon):  # fmt: skip
+    """The element-wise part of one Prodigy step of one variable; returns (new_variable, new_m, new_v, new_s).
+
+    Every tensor and scalar is in one float dtype (16-bit variables are upcast to float32); the
+    scalars come from `prodigy_step_scalars`. Where `active` is false (lr = 0) nothing changes.
+    """
+    new_m = beta_1 * m + m_weight * gradient
+    new_v = beta_2 * v + v_weight * ops.square(gradient)
+    new_s = beta_3 * s + s_weight * gradient
+    new_variable = variable * decay_factor - dlr * new_m / (ops.sqrt(new_v) + d_epsilon)
     return (ops.where(active, new_variable, variable), ops.where(active, new_m, m), ops.where(active, new_v, v),
             ops.where(active, new_s, s))  # fmt: skip
 
 
-def prodigy_sums(gradient, x0, variable, new_s, d_numerator, d_denominator, *, learning_rate, d, beta_3,
-                 bias_correction):  # fmt: skip
+def prodigy_sums(gradient, x0, variable, new_s, d_numerator, d_denominator, *, active, r_weight):
     """The variable's contributions to the running sums; returns (d_numerator, d_denominator).
 
     r += (1 - beta_3) d dlr <g, x0 - x> (x before the step) and ||s||_1 += ||new_s||_1 (nothing
-    with lr = 0); one float dtype, as `prodigy_update`.
+    with lr = 0). The tensors are in the compute dtype; the sums and `r_weight` in theirs.
     """
-    active = learning_rate > 0.0
-    dlr = d * learning_rate * bias_correction
-    weight = (1.0 - beta_3) * d  # the paper's (1 - beta_3) d_k^2 lr_k, times b_k as in the authors' code
-    d_numerator = d_numerator + ops.where(active, weight * dlr * ops.sum(gradient * (x0 - variable)), 0.0)
-    d_denominator = d_denominator + ops.where(active, ops.sum(ops.abs(new_s)), 0.0)
-    return d_numerator, d_denominator
+    sums_dtype = d_numerator.dtype
+    inner = ops.cast(ops.sum(gradient * (x0 - variable)), sums_dtype)
+    norm = ops.cast(ops.sum(ops.abs(new_s)), sums_dtype)
+    return (d_numerator + ops.where(active, r_weight * inner, 0.0),
+            d_denominator + ops.where(active, norm, 0.0))  # fmt: skip
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -111,9 +129,13 @@ class Prodigy(LeptonOptimizer):
 
     r and s carry the paper's factor (1 - beta_3) d_k where the authors' code has d_k / d0: a
     constant factor that cancels in d_hat and keeps the slots small. Other differences from
-    the authors' code, all negligible in practice: epsilon is multiplied by d_k (the paper)
-    rather than d_{k+1}; a step with lr = 0 changes nothing but still counts
-    towards the bias correction; where all gradients so far are 0, d stays. Weight decay is
+    the authors' code, all negligible in practice: epsilon is multiplied by d_k, the d of the
+    step (the paper's Algorithm 3), where the authors' code, which updates d before the
+    parameters, uses the new d_{k+1}; a step with lr = 0 (a schedule reaching 0) changes
+    nothing but still counts towards the bias correction; where all gradients so far are 0,
+    d stays. d, d_max and the running sums are float64 scalars, and the step's scalars
+    (dlr, (1 - beta_1) d, ...) are computed in float64 and rounded once to the variable's
+    dtype, so float64 variables get the algorithm's numbers exactly. Weight decay is
     handled here, not by Keras: `weight_decay` REPLACES Keras's form. Decoupled (default, the
     authors' default) is x <- x - weight_decay dlr_k x, which scales with d; with
     `decoupled_weight_decay=False`, weight_decay x is added to the gradient.
@@ -121,8 +143,9 @@ class Prodigy(LeptonOptimizer):
     slots are float32 (d0^2 g^2 underflows in float16) and the step is computed in float32.
 
     Args:
-        learning_rate: lr, a multiplier of the step d; a float, a
-            `keras.optimizers.schedules.LearningRateSchedule` or a callable, >= 0 (default 1.0).
+        learning_rate: lr, a multiplier of the step d (keep it at 1.0); a finite float > 0, a
+            `keras.optimizers.schedules.LearningRateSchedule` or a callable (default 1.0).
+            A constant 0 would never move the weights and is refused; a schedule may reach 0.
         beta_1: decay rate of m, in [0, 1) (default 0.9).
         beta_2: decay rate of v, in [0, 1) (default 0.999).
         beta_3: decay rate of r and s, in [0, 1), or None for sqrt(beta_2) (default None).
@@ -153,20 +176,17 @@ class Prodigy(LeptonOptimizer):
                  decoupled_weight_decay=True, name="prodigy", **kwargs):  # fmt: skip
         # Prodigy's own decay (scaled by d) replaces Keras's.
         super().__init__(learning_rate, name=name, weight_decay=None, **kwargs)
-        unit = (lambda x: 0.0 <= x < 1.0), "a number in [0, 1)"
-        self.beta_1 = check_number("beta_1", beta_1, *unit)
-        self.beta_2 = check_number("beta_2", beta_2, *unit)
-        self.beta_3 = None if beta_3 is None else check_number("beta_3", beta_3, *unit)
-        self.epsilon = check_number("epsilon", epsilon, lambda x: x >= 0.0, "a non-negative number")
-        self.d0 = check_number("d0", d0, lambda x: 0.0 < x < math.inf, "a positive number")
-        self.d_coef = check_number("d_coef", d_coef, lambda x: 0.0 < x < math.inf, "a positive number")
-        self.growth_rate = check_number("growth_rate", growth_rate, lambda x: x > 1.0, "a number > 1 (or inf)")
+        self.beta_1 = check_unit_interval("beta_1", beta_1)
+        self.beta_2 = check_unit_interval("beta_2", beta_2)
+        self.beta_3 = None if beta_3 is None else check_unit_interval("beta_3", beta_3)
+        self.epsilon = check_non_negative("epsilon", epsilon)
+        self.d0 = check_positive("d0", d0)
+        self.d_coef = check_positive("d_coef", d_coef)
+        self.growth_rate = check_number("growth_rate", growth_rate, lambda x: x > 1.0, "a number > 1 (or inf)",
+                                        allow_infinite=True)
         self.safeguard_warmup = check_bool("safeguard_warmup", safeguard_warmup)
         self.bias_correction = check_bool("bias_correction", bias_correction)
-        self.prodigy_weight_decay = (
-            None if weight_decay is None
-            else check_number("weight_decay", weight_decay, lambda x: x >= 0.0, "a non-negative number or None")
-        )  # fmt: skip
+        self.prodigy_weight_decay = check_non_negative("weight_decay", weight_decay, allow_none=True)
         self.decoupled_weight_decay = check_bool("decoupled_weight_decay", decoupled_weight_decay)
 
     def _add_state(self, variable, name):
@@ -190,9 +210,11 @@ class Prodigy(LeptonOptimizer):
             with tf.init_scope():
                 x0.assign(ops.cast(variable, x0.dtype))
             self._x0.append(x0)
-        self.d = self.add_variable((), initializer=keras.initializers.Constant(self.d0), dtype=_SCALAR_DTYPE, name="d")
-        self.d_max = self.add_variable((), initializer=keras.initializers.Constant(self.d0), dtype=_SCALAR_DTYPE,
-                                       name="d_max")  # fmt: skip
+        self.d = self.add_variable((), dtype=_SCALAR_DTYPE, name="d")
+        self.d_max = self.add_variable((), dtype=_SCALAR_DTYPE, name="d_max")
+        with tf.init_scope():  # d0 exactly (keras.initializers.Constant rounds it to float32 first)
+            self.d.assign(scalar(self.d0, _SCALAR_DTYPE))
+            self.d_max.assign(scalar(self.d0, _SCALAR_DTYPE))
         # r and ||s||_1 of the step in progress, and that step's number (-1: none yet).
         self.d_numerator = self.add_variable((), dtype=_SCALAR_DTYPE, name="d_numerator")
         self.d_denominator = self.add_variable((), dtype=_SCALAR_DTYPE, name="d_denominator")
@@ -203,7 +225,7 @@ class Prodigy(LeptonOptimizer):
         index = self._get_variable_index(variable)
         m, v, s, x0 = self._m[index], self._v[index], self._s[index], self._x0[index]
         step = ops.cast(self.iterations, "int64")
-        lr = ops.cast(learning_rate, _SCALAR_DTYPE)
+        lr = scalar(learning_rate, _SCALAR_DTYPE)
         beta_3 = math.sqrt(self.beta_2) if self.beta_3 is None else self.beta_3
         d, d_max, d_numerator, d_denominator = prodigy_estimate(
             ops.not_equal(self.d_step, step),
@@ -212,24 +234,29 @@ class Prodigy(LeptonOptimizer):
             self.d_max,
             self.d_numerator,
             self.d_denominator,
-            beta_3=ops.cast(beta_3, _SCALAR_DTYPE),
-            d0=ops.cast(self.d0, _SCALAR_DTYPE),
-            d_coef=ops.cast(self.d_coef, _SCALAR_DTYPE),
-            growth_rate=ops.cast(self.growth_rate, _SCALAR_DTYPE),
+            beta_3=scalar(beta_3, _SCALAR_DTYPE),
+            d0=scalar(self.d0, _SCALAR_DTYPE),
+            d_coef=scalar(self.d_coef, _SCALAR_DTYPE),
+            growth_rate=scalar(self.growth_rate, _SCALAR_DTYPE),
         )
-        # 16-bit variables are updated in float32, others in their own dtype.
-        compute = keras.backend.result_type(variable.dtype, "float32")
         bias_correction = 1.0
         if self.bias_correction:
-            t = ops.cast(step + 1, _SCALAR_DTYPE)
-            bias_correction = ops.sqrt(1.0 - ops.power(self.beta_2, t)) / (1.0 - ops.power(self.beta_1, t))
+            t = step_number(self.iterations)
+            bias_correction = ops.sqrt(one_minus_power(self.beta_2, t)) / one_minus_power(self.beta_1, t)
         decay = self.prodigy_weight_decay if self.prodigy_weight_decay and not excluded_from_weight_decay(self, variable) else 0.0
+        scalars = prodigy_step_scalars(
+            learning_rate=lr, d=d, beta_1=self.beta_1, beta_2=self.beta_2, beta_3=beta_3, epsilon=self.epsilon,
+            bias_correction=bias_correction, weight_decay=decay if self.decoupled_weight_decay else 0.0,
+            safeguard_warmup=self.safeguard_warmup,
+        )  # fmt: skip
+        r_weight = scalars.pop("r_weight")
+        active = lr > 0.0
+        # 16-bit variables are updated in float32, others in their own dtype.
+        compute = keras.backend.result_type(variable.dtype, "float32")
         x = ops.cast(snapshot(variable), compute)  # before the step
         gradient = ops.cast(gradient, compute)
         if not self.decoupled_weight_decay:
-            gradient, decay = gradient + ops.cast(decay, compute) * x, 0.0
-        scalars = {"learning_rate": ops.cast(lr, compute), "d": ops.cast(d, compute),
-                   "beta_3": ops.cast(beta_3, compute), "bias_correction": ops.cast(bias_correction, compute)}
+            gradient = gradient + scalar(decay, compute) * x
         self.update_in_place(
             prodigy_update,
             (variable, m, v, s),
@@ -238,19 +265,14 @@ class Prodigy(LeptonOptimizer):
             ops.cast(m, compute),
             ops.cast(v, compute),
             ops.cast(s, compute),
-            beta_1=ops.cast(self.beta_1, compute),
-            beta_2=ops.cast(self.beta_2, compute),
-            epsilon=ops.cast(self.epsilon, compute),
-            weight_decay=ops.cast(decay, compute),
-            safeguard_warmup=self.safeguard_warmup,
-            **scalars,
+            active=active,
+            **{name: scalar(value, compute) for name, value in scalars.items()},
         )
         # The sums over the variable are TensorFlow's multithreaded reductions, outside the
         # fused update (XLA's CPU reductions to a scalar run on one thread); x is the variable
         # before the step, s already the new one.
         d_numerator, d_denominator = prodigy_sums(gradient, ops.cast(x0, compute), x, ops.cast(s, compute),
-                                                  ops.cast(d_numerator, compute), ops.cast(d_denominator, compute),
-                                                  **scalars)
+                                                  d_numerator, d_denominator, active=active, r_weight=r_weight)
         self.assign(self.d, d)
         self.assign(self.d_max, d_max)
         self.assign(self.d_numerator, d_numerator)

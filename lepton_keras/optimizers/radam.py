@@ -9,39 +9,43 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval
+from lepton_keras.optimizers.base import STEP_DTYPE, LeptonOptimizer, one_minus_power, scalar, step_number
+from lepton_keras.validation import check_non_negative, check_unit_interval
 
 # rho_t must exceed this for the variance of the adaptive learning rate to be tractable
 # (Algorithm 2 of the paper); below it RAdam takes an un-adapted momentum step.
 RECTIFICATION_THRESHOLD = 4.0
 
 
-def radam_update(variable, gradient, m, v, *, learning_rate, beta_1, beta_2, epsilon, step):
-    """One RAdam step; returns (new_variable, new_m, new_v) without assigning anything.
+def radam_rectification(*, beta_2: float, step):
+    """(rectified, r_t) at step t: whether rho_t > 4, and the factor r_t (any value where not).
 
-    `beta_1`, `beta_2` and `step` may be in a wider dtype than the variable: the length of
-    the approximated simple moving average, rho_t, cancels catastrophically in float16.
+    Computed in `STEP_DTYPE` (float64): rho_t cancels catastrophically in low precision.
     """
-    dtype = variable.dtype
-    beta_1_power = ops.power(beta_1, step)
-    beta_2_power = ops.power(beta_2, step)
-    rho_infinity = 2.0 / (1.0 - beta_2) - 1.0
+    beta_2_power = ops.power(scalar(beta_2, STEP_DTYPE), step)
+    rho_infinity = 2.0 / (1.0 - beta_2) - 1.0  # a Python float
     rho = rho_infinity - 2.0 * step * beta_2_power / (1.0 - beta_2_power)
     rectified = ops.greater(rho, RECTIFICATION_THRESHOLD)
     # The denominator is positive whenever rho_t > 4 (then rho_inf > rho_t > 4); 1 elsewhere
     # keeps the unused branch finite.
     denominator = ops.where(rectified, (rho_infinity - 4.0) * (rho_infinity - 2.0) * rho, 1.0)
-    rectification = ops.sqrt(ops.maximum((rho - 4.0) * (rho - 2.0) * rho_infinity / denominator, 0.0))
+    return rectified, ops.sqrt(ops.maximum((rho - 4.0) * (rho - 2.0) * rho_infinity / denominator, 0.0))
 
-    one = ops.cast(1.0, dtype)
-    b1, b2 = ops.cast(beta_1, dtype), ops.cast(beta_2, dtype)
-    m = b1 * m + (one - b1) * gradient
-    v = b2 * v + (one - b2) * ops.square(gradient)
-    m_hat = m / ops.cast(1.0 - beta_1_power, dtype)
-    v_hat = v / ops.cast(1.0 - beta_2_power, dtype)
-    adaptive_step = ops.cast(rectification, dtype) * m_hat / (ops.sqrt(v_hat) + ops.cast(epsilon, dtype))
+
+def radam_update(variable, gradient, m, v, *, learning_rate, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2,
+                 epsilon, bias_correction_1, bias_correction_2, rectified, rectification):  # fmt: skip
+    """One RAdam step; returns (new_variable, new_m, new_v) without assigning anything.
+
+    Every scalar is in the variable's dtype, computed in double precision: one_minus_beta_i is
+    1 - beta_i, bias_correction_i is 1 - beta_i^t, and (rectified, rectification) come from
+    `radam_rectification`.
+    """
+    m = beta_1 * m + one_minus_beta_1 * gradient
+    v = beta_2 * v + one_minus_beta_2 * ops.square(gradient)
+    m_hat = m / bias_correction_1
+    adaptive_step = rectification * m_hat / (ops.sqrt(v / bias_correction_2) + epsilon)
     update = ops.where(rectified, adaptive_step, m_hat)
-    return variable - ops.cast(learning_rate, dtype) * update, m, v
+    return variable - learning_rate * update, m, v
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -75,7 +79,7 @@ class RAdam(LeptonOptimizer):
     step) turns it into the AdamW-style RAdam.
 
     Args:
-        learning_rate: lr, a float, a `keras.optimizers.schedules.LearningRateSchedule` or
+        learning_rate: lr, a finite float > 0, a `keras.optimizers.schedules.LearningRateSchedule` or
             a callable (default 0.001).
         beta_1: decay rate of the first moment, in [0, 1) (default 0.9).
         beta_2: decay rate of the second moment, in [0, 1) (default 0.999).
@@ -111,10 +115,10 @@ class RAdam(LeptonOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        # The step-dependent scalars are computed in at least float32 (see radam_update).
-        scalar_dtype = keras.backend.result_type(dtype, "float32")
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
+        step = step_number(self.iterations)
+        rectified, rectification = radam_rectification(beta_2=self.beta_2, step=step)
         self.update_in_place(
             radam_update,
             (variable, m, v),
@@ -122,11 +126,16 @@ class RAdam(LeptonOptimizer):
             ops.cast(gradient, dtype),
             m,
             v,
-            learning_rate=ops.cast(learning_rate, dtype),
-            beta_1=ops.cast(self.beta_1, scalar_dtype),
-            beta_2=ops.cast(self.beta_2, scalar_dtype),
-            epsilon=ops.cast(self.epsilon, dtype),
-            step=ops.cast(self.iterations + 1, scalar_dtype),
+            learning_rate=scalar(learning_rate, dtype),
+            beta_1=scalar(self.beta_1, dtype),
+            one_minus_beta_1=scalar(1.0 - self.beta_1, dtype),
+            beta_2=scalar(self.beta_2, dtype),
+            one_minus_beta_2=scalar(1.0 - self.beta_2, dtype),
+            epsilon=scalar(self.epsilon, dtype),
+            bias_correction_1=scalar(one_minus_power(self.beta_1, step), dtype),
+            bias_correction_2=scalar(one_minus_power(self.beta_2, step), dtype),
+            rectified=rectified,
+            rectification=scalar(rectification, dtype),
         )
 
     def get_config(self):

@@ -15,7 +15,7 @@ import inspect
 
 import keras
 
-from lepton_keras.validation import check_choice, check_learning_rate, check_string
+from lepton_keras.validation import check_choice, check_learning_rate, check_string, invalid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,7 @@ def get(identifier, **overrides):
             raise ValueError(f"cannot apply options {sorted(overrides)} to a serialized config")
         return optimizer
     if not isinstance(identifier, str):
-        raise ValueError(f"identifier must be a name, a config dict or an optimizer; received {identifier!r}")
+        raise invalid("identifier", identifier, "a name, a config dict or an optimizer")
     if "learning_rate" in overrides:  # Keras's own optimizers take any number
         overrides["learning_rate"] = check_learning_rate("learning_rate", overrides["learning_rate"])
     return _build(_parse(identifier), dict(overrides), identifier)

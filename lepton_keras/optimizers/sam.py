@@ -11,11 +11,11 @@ SAM needs the gradient at a second, perturbed point of the same batch, so it is 
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import tensorflow as tf
 from keras import ops
+
+from lepton_keras.validation import check_bool, check_non_negative, invalid
 
 
 def sharpness_aware_perturbation(gradients, variables, rho, *, adaptive: bool = False, eta=0.01) -> list:
@@ -34,10 +34,6 @@ def sharpness_aware_perturbation(gradients, variables, rho, *, adaptive: bool = 
     factor = ops.divide_no_nan(ops.cast(rho, "float32"), ops.sqrt(squared_norm))
     directions = [t * s for t, s in zip(scales, scaled)] if adaptive else scaled
     return [d * ops.cast(factor, d.dtype) for d in directions]
-
-
-def _is_non_negative_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and value >= 0
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -103,18 +99,15 @@ class SharpnessAwareModel(keras.Model):
     def __init__(self, model, *, rho: float = 0.05, adaptive: bool = False, eta: float = 0.01,
                  name: str | None = None, **kwargs):  # fmt: skip
         if not isinstance(model, keras.Model):
-            raise ValueError(f"model must be a keras.Model, received: {model!r}")
-        if not _is_non_negative_number(rho):
-            raise ValueError(f"rho must be a number >= 0, received: {rho!r}")
-        if not isinstance(adaptive, bool):
-            raise ValueError(f"adaptive must be True or False, received: {adaptive!r}")
-        if not _is_non_negative_number(eta):
-            raise ValueError(f"eta must be a number >= 0, received: {eta!r}")
+            raise invalid("model", model, "a keras.Model")
+        rho = check_non_negative("rho", rho)
+        adaptive = check_bool("adaptive", adaptive)
+        eta = check_non_negative("eta", eta)
         super().__init__(name=name or "sharpness_aware_model", **kwargs)
         self.model = model
-        self.rho = float(rho)
+        self.rho = rho
         self.adaptive = adaptive
-        self.eta = float(eta)
+        self.eta = eta
         if model.built:
             self.built = True
 

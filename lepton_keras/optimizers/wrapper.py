@@ -26,6 +26,7 @@ from keras import ops
 
 from lepton_keras.distribute.keras_compat import excluded_from_weight_decay
 from lepton_keras.optimizers import base
+from lepton_keras.validation import check_bool, invalid
 
 _KERAS_OPTIONS_A_WRAPPER_REPLACES = {
     "clipnorm": "GradientClipping(inner, norm=...)",
@@ -39,9 +40,12 @@ _KERAS_OPTIONS_A_WRAPPER_REPLACES = {
 def _checked_inner(inner_optimizer):
     from lepton_keras.optimizers.registry import get
 
+    allowed = "a keras.optimizers.Optimizer, a registered name or a config"
+    if not isinstance(inner_optimizer, (str, dict, keras.optimizers.Optimizer)):
+        raise invalid("inner_optimizer", inner_optimizer, allowed)
     inner = get(inner_optimizer)
     if not isinstance(inner, keras.optimizers.Optimizer):
-        raise ValueError(f"inner_optimizer must be a keras.optimizers.Optimizer; received {inner!r}")
+        raise invalid("inner_optimizer", inner, allowed)
     if isinstance(inner, keras.optimizers.LossScaleOptimizer):
         raise ValueError("put the LossScaleOptimizer outside the wrapper: LossScaleOptimizer(wrapper(inner))")
     if not isinstance(inner, OptimizerWrapper):
@@ -83,7 +87,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
                 raise ValueError(
                     f"set {option} on the inner optimizer or use a wrapper; received {option}={kwargs[option]!r}"
                 )
-        fused_updates = base.check_bool("fused_updates", fused_updates)
+        fused_updates = check_bool("fused_updates", fused_updates)
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         self.inner_optimizer = inner
         self.fused_updates = fused_updates

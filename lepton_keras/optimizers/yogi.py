@@ -7,17 +7,22 @@ Advances in Neural Information Processing Systems 31 (NeurIPS 2018).
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from lepton_keras.optimizers.base import LeptonOptimizer, check_non_negative, check_unit_interval
+from lepton_keras.optimizers.base import LeptonOptimizer, scalar
+from lepton_keras.validation import check_non_negative, check_unit_interval
 
 
-def yogi_update(variable, gradient, m, v, *, learning_rate, beta_1, beta_2, epsilon):
-    """One Yogi step; returns (new_variable, new_m, new_v) without assigning anything."""
-    one = ops.cast(1.0, variable.dtype)
-    m = beta_1 * m + (one - beta_1) * gradient
+def yogi_update(variable, gradient, m, v, *, learning_rate, beta_1, one_minus_beta_1, one_minus_beta_2, epsilon):
+    """One Yogi step; returns (new_variable, new_m, new_v) without assigning anything.
+
+    Every scalar is in the variable's dtype; one_minus_beta_i is 1 - beta_i, computed in double
+    precision.
+    """
+    m = beta_1 * m + one_minus_beta_1 * gradient
     squared = ops.square(gradient)
-    v = v - (one - beta_2) * ops.sign(v - squared) * squared
+    v = v - one_minus_beta_2 * ops.sign(v - squared) * squared
     return variable - learning_rate * m / (ops.sqrt(v) + epsilon), m, v
 
 
@@ -44,7 +49,7 @@ class Yogi(LeptonOptimizer):
     available as for every optimizer.
 
     Args:
-        learning_rate: lr, a float, a `keras.optimizers.schedules.LearningRateSchedule` or
+        learning_rate: lr, a finite float > 0, a `keras.optimizers.schedules.LearningRateSchedule` or
             a callable (default 0.01, the paper's).
         beta_1: decay rate of the first moment, in [0, 1) (default 0.9).
         beta_2: rate of the second moment, in [0, 1) (default 0.999).
@@ -81,9 +86,12 @@ class Yogi(LeptonOptimizer):
             return
         super().build(var_list)
         self._momentums = self.add_optimizer_variables(var_list, "momentum")
-        self._velocities = self.add_optimizer_variables(
-            var_list, "velocity", initializer=keras.initializers.Constant(self.initial_accumulator_value)
-        )
+        self._velocities = self.add_optimizer_variables(var_list, "velocity")
+        # v_0 exactly in the variable's dtype (keras.initializers.Constant rounds it to float32 first),
+        # eagerly: without a strategy, Keras builds the optimizer while tracing the train step.
+        with tf.init_scope():
+            for velocity in self._velocities:
+                velocity.assign(tf.fill(velocity.shape, scalar(self.initial_accumulator_value, velocity.dtype)))
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -96,10 +104,11 @@ class Yogi(LeptonOptimizer):
             ops.cast(gradient, dtype),
             m,
             v,
-            learning_rate=ops.cast(learning_rate, dtype),
-            beta_1=ops.cast(self.beta_1, dtype),
-            beta_2=ops.cast(self.beta_2, dtype),
-            epsilon=ops.cast(self.epsilon, dtype),
+            learning_rate=scalar(learning_rate, dtype),
+            beta_1=scalar(self.beta_1, dtype),
+            one_minus_beta_1=scalar(1.0 - self.beta_1, dtype),
+            one_minus_beta_2=scalar(1.0 - self.beta_2, dtype),
+            epsilon=scalar(self.epsilon, dtype),
         )
 
     def get_config(self):

@@ -6,7 +6,8 @@ step t) and returns the final params; the gradients are fixed in advance, as in 
 - Adan: Xie et al. (2022), arXiv:2208.06677, Algorithm 1, with the bias corrections of the
   authors' code and betas as decay rates (the paper's beta_i = 1 - these).
 - AdEMAMix: Pagliardini et al. (2024), arXiv:2409.03033, Algorithm 1 and the schedulers of Section 3.
-- MADGRAD: Defazio and Jelassi (2021), arXiv:2101.11075, Algorithm 1.
+- MADGRAD: Defazio and Jelassi (2021), arXiv:2101.11075, Algorithm 1, with the authors' decoupled
+  decay (`decouple_decay`: after the step, from the iterate before it).
 - Prodigy: Mishchenko and Defazio (2023), arXiv:2306.06101, Algorithm 3, with the options of
   the authors' code (d_coef, growth_rate, safeguard_warmup, bias correction, weight decay).
 """
@@ -68,6 +69,11 @@ def ademamix(params, grads, *, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, bet
 
 def madgrad(params, grads, *, learning_rate=1e-2, momentum=0.9, epsilon=1e-6, weight_decay=0.0,
             decoupled_weight_decay=True):  # fmt: skip
+    """Algorithm 1 of the paper; the decoupled decay is the authors' `decouple_decay` (after the step).
+
+    Without momentum the authors' code re-derives x0 = x + s / (nu^(1/3) + epsilon) from the
+    iterate before each step (so the decoupled decay accumulates in it); so does this reference.
+    """
     x = _float64(params)
     x0 = [p.copy() for p in x]
     s = [np.zeros_like(p) for p in x]
@@ -77,14 +83,19 @@ def madgrad(params, grads, *, learning_rate=1e-2, momentum=0.9, epsilon=1e-6, we
     for k, step_grads in enumerate(grads):
         lam = learning_rate * math.sqrt(k + 1)
         for i, g in enumerate(_float64(step_grads)):
-            if decoupled_weight_decay:
-                x[i] = x[i] - learning_rate * weight_decay * x[i]  # Keras's decoupled decay, before the step
-            else:
+            if not decoupled_weight_decay:
                 g = g + weight_decay * x[i]  # the paper's decay: an L2 term in the gradient
+            if momentum == 0:
+                rms = np.cbrt(nu[i]) + epsilon
+                x0[i] = x[i] + np.divide(s[i], rms, out=np.zeros_like(s[i]), where=rms > 0)
             s[i] = s[i] + lam * g
             nu[i] = nu[i] + lam * g**2
-            z = x0[i] - s[i] / (np.cbrt(nu[i]) + epsilon)
+            rms = np.cbrt(nu[i]) + epsilon
+            z = x0[i] - np.divide(s[i], rms, out=np.zeros_like(s[i]), where=rms > 0)
+            x_old = x[i]
             x[i] = (1 - c) * x[i] + c * z
+            if decoupled_weight_decay:
+                x[i] = x[i] - learning_rate * weight_decay * x_old  # the authors' decouple_decay
     return x
 
 
