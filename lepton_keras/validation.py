@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
 from collections.abc import Callable, Iterable
 
@@ -128,6 +129,13 @@ def check_strings(name: str, value, *, allow_none: bool = False) -> tuple[str, .
     if not isinstance(value, (list, tuple)) or not all(isinstance(part, str) and part for part in value):
         raise invalid(name, value, "a list or tuple of non-empty strings" + (" or None" if allow_none else ""))
     return tuple(value)
+
+
+def check_path(name: str, value) -> str:
+    """A non-empty path (a str or os.PathLike), as a str."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise invalid(name, value, "a non-empty path (a str or os.PathLike)")
+    return os.fspath(value)
 
 
 def check_strategy(name: str, value, *, allow_none: bool = True):

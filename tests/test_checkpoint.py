@@ -203,7 +203,7 @@ def test_bad_save_freq_is_an_error_naming_it(save_freq):
         ChiefModelCheckpoint("model.keras", save_freq=save_freq)
 
 
-PATH_MESSAGE = "must be a non-empty path \\(str or os.PathLike\\), received: "
+PATH_MESSAGE = "must be a non-empty path \\(a str or os.PathLike\\), received: "
 
 
 @pytest.mark.parametrize(

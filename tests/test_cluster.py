@@ -74,25 +74,56 @@ def test_helpers_read_the_strategy_cluster_resolver_before_tf_config(monkeypatch
     assert worker_path("b", StrategyWithResolver()) == os.path.join("b", "worker_1")
 
 
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        ('{"task": {"type": "worker", "index": 0}}', 'non-empty "cluster"'),
-        ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', "list of"),
-        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', '"task" with "type" and "index"'),
-        (tf_config(WORKERS, "chief", 0), "task type 'chief' is not in the cluster"),
-        (tf_config(WORKERS, "worker", 3), r"task index 3 is outside the cluster.*\[0, 2\]"),
-        (tf_config(WORKERS, "worker", -1), "task index -1 is outside the cluster"),
-    ],
-)
+# Each malformed TF_CONFIG and the words its error must contain. The cases after the first
+# eight reached TensorFlow's own errors (or hung it) before TF_CONFIG was validated here.
+MALFORMED_TF_CONFIGS = [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', 'non-empty "cluster"'),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', "non-empty list of"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', '"task" with "type" and "index"'),
+    (tf_config(WORKERS, "chief", 0), "task type 'chief' is not in the cluster"),
+    (tf_config(WORKERS, "worker", 3), r"task index 3 is outside the cluster.*\[0, 2\]"),
+    (tf_config(WORKERS, "worker", -1), "task index -1 is outside the cluster"),
+    (tf_config({"worker": ["127.0.0.1:1111"], "ps": ["127.0.0.1:2222"]}, "worker", 0),
+     "parameter-server training is not supported"),
+    (tf_config({"worker": ["127.0.0.1"]}, "worker", 0), r'cluster\["worker"\]\[0\] must be a "host:port"'),
+    (tf_config({"worker": ["127.0.0.1:http"]}, "worker", 0), "port in 1-65535"),
+    (tf_config({"worker": ["127.0.0.1:70000"]}, "worker", 0), "port in 1-65535"),
+    (tf_config({"worker": [":1111"]}, "worker", 0), 'must be a "host:port"'),
+    (tf_config({"worker": ["not an address!:1111"]}, "worker", 0), 'must be a "host:port"'),
+    (tf_config({"worker": []}, "worker", 0), "non-empty list of"),
+    (tf_config({"worker": ["127.0.0.1:1111"], "trainer": ["127.0.0.1:2222"]}, "worker", 0),
+     "unknown task type 'trainer'.*chief, worker, evaluator"),
+    (tf_config({"chief": ["127.0.0.1:1000", "127.0.0.1:1001"], "worker": ["127.0.0.1:1111"]}, "chief", 0),
+     "at most one chief"),
+    (tf_config({"worker": ["127.0.0.1:1111", "127.0.0.1:1111"]}, "worker", 0), "127.0.0.1:1111.*more than once"),
+    (tf_config({"chief": ["127.0.0.1:1111"], "worker": ["127.0.0.1:1111"]}, "worker", 0), "more than once"),
+    (tf_config(WORKERS, "worker", "0"), "task index '0'"),
+    (tf_config({"evaluator": ["127.0.0.1:1111"]}, "evaluator", 0), "at least one chief or worker"),
+]
+
+
+@pytest.mark.parametrize("text, message", MALFORMED_TF_CONFIGS)
 def test_malformed_tf_config_is_a_clear_error(monkeypatch, text, message):
     with pytest.raises(ValueError, match=message):
         parse_tf_config(text)
     monkeypatch.setenv("TF_CONFIG", text)
-    with pytest.raises(ValueError, match="TF_CONFIG"):
-        is_chief()
+    for call in (task_info, is_chief):
+        with pytest.raises(ValueError, match="TF_CONFIG"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, index",
+    [
+        ({"worker": ["localhost:1", "[::1]:65535", "node-7.example.org:2222"]}, "worker", 1),
+        ({"chief": ["127.0.0.1:1000"], "worker": ["127.0.0.1:1111"], "evaluator": ["127.0.0.1:3"]}, "evaluator", 0),
+    ],
+)
+def test_well_formed_tf_configs_pass(cluster, task_type, index):
+    config = parse_tf_config(tf_config(cluster, task_type, index))
+    assert config["task"] == {"type": task_type, "index": index}
 
 
 def test_empty_tf_config_means_no_cluster():

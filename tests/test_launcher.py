@@ -1,8 +1,11 @@
-"""The local launcher: TF_CONFIG per worker, prefixed output, failure propagation, no orphans."""
+"""The local launcher and the `lepton-keras` command: TF_CONFIG per worker, prefixed output,
+failure propagation, no orphans whatever signal the launcher gets, a closed output, bad requests."""
 
+import contextlib
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,7 +14,11 @@ import time
 import pytest
 
 from lepton_keras import cli
-from lepton_keras.distribute.launcher import INTERRUPTED_EXIT_CODE, TIMED_OUT_EXIT_CODE, launch
+from lepton_keras.distribute.launcher import TIMED_OUT_EXIT_CODE, cluster_tf_configs, free_ports, launch
+
+# The console script itself: `python -m lepton_keras.cli` would import TensorFlow (lepton_keras does).
+COMMAND = os.path.join(os.path.dirname(sys.executable), "lepton-keras")
+LAUNCHER = [sys.executable, COMMAND, "launch"]
 
 # A worker program: records its pid (and its child's), then behaves as told by its index.
 WORKER = r"""
@@ -108,27 +115,59 @@ def test_a_job_past_its_timeout_is_stopped(tmp_path):
 def test_a_worker_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     command = [sys.executable, "-c", WORKER, str(tmp_path), "ignore_sigterm"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "lepton_keras.cli", "launch", "--workers", "2", "--grace-seconds", "0.5", "--", *command],
+        [*LAUNCHER, "--workers", "2", "--grace-seconds", "0.5", "--", *command],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     wait_for_files(tmp_path, 2)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
-    assert process.returncode == INTERRUPTED_EXIT_CODE
+    assert process.returncode == 128 + signal.SIGTERM
     assert not any_alive(recorded_pids(tmp_path, 2))
 
 
-def test_ctrl_c_stops_every_worker(tmp_path):
+@pytest.mark.multiworker
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL])
+def test_no_worker_or_grandchild_survives_a_signal_to_the_launcher(tmp_path, signum):
+    # SIGHUP (a closed terminal), SIGQUIT and SIGKILL used to leave both workers and their children.
     command = [sys.executable, "-c", WORKER, str(tmp_path), "sleep"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "lepton_keras.cli", "launch", "--workers", "2", "--", *command],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*LAUNCHER, "--workers", "2", "--", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # as from a terminal of its own: the signal goes to the launcher alone
     )  # fmt: skip
-    wait_for_files(tmp_path, 2)
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == INTERRUPTED_EXIT_CODE, output
-    assert not any_alive(recorded_pids(tmp_path, 2))
+    try:
+        wait_for_files(tmp_path, 2)
+        pids = recorded_pids(tmp_path, 2)
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=30)
+        assert not any_alive(pids, timeout=10), output
+        expected = -signal.SIGKILL if signum == signal.SIGKILL else 128 + signum
+        assert process.returncode == expected, output
+    finally:
+        for pid in recorded_pids(tmp_path, 2) if len(os.listdir(tmp_path)) == 2 else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # a failed test must not leave sleepers behind
+
+
+@pytest.mark.multiworker
+@pytest.mark.parametrize("status", [0, 3])
+def test_a_closed_output_neither_blocks_the_job_nor_changes_its_status(status):
+    # `lepton-keras launch ... | head -1` used to hang: the forwarders died on the closed pipe
+    # and the workers blocked on their full pipes.
+    program = f"for i in range(100_000): print('line', i)\nraise SystemExit({status})"
+    pipeline = shlex.join([*LAUNCHER, "--workers", "2", "--", sys.executable, "-c", program])
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {pipeline} | head -1"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == status, result.stderr
+    assert result.stdout.startswith("[worker ") and result.stdout.count("\n") == 1
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_character_the_output_cannot_encode_is_replaced_not_fatal():
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    assert launch([sys.executable, "-c", "print('caf\\u00e9'); print('next')"], 1, out=out) == 0
+    out.flush()
+    assert out.buffer.getvalue() == b"[worker 0] caf?\n[worker 0] next\n"
 
 
 def test_the_cli_returns_the_job_status():
@@ -141,11 +180,93 @@ def test_the_cli_returns_the_job_status():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: launch([], 2), "command must name the program"),
-        (lambda: launch(["true"], 0), "workers must be a positive integer"),
-        (lambda: cli.main(["launch", "--workers", "2", "--"]), "give the command to run after --"),
+        (lambda: launch([], 2), r"command must be a non-empty list of strings.*received: \[\]"),
+        (lambda: launch("python train.py", 2), "command must be a non-empty list of strings"),
+        (lambda: launch(["no-such-program-here"], 2), "command.0. must be a program on the workers' PATH"),
+        (lambda: launch(["true"], 0), "workers must be an integer >= 1, received: 0"),
+        (lambda: launch(["true"], 2.0), "workers must be an integer >= 1, received: 2.0"),
+        (lambda: launch(["true"], 1, grace_seconds=-1), "grace_seconds must be a finite number >= 0"),
+        (lambda: launch(["true"], 1, timeout_seconds=0), "timeout_seconds must be a finite number > 0"),
+        (lambda: launch(["true"], 1, host="192.0.2.1"), "host must be an IPv4 address of this machine"),
+        (lambda: free_ports(0), "count must be an integer >= 1, received: 0"),
+        (lambda: free_ports(1, ""), "host must be a non-empty string, received: ''"),
+        (lambda: cluster_tf_configs(-1), "workers must be an integer >= 1, received: -1"),
     ],
 )
 def test_bad_launch_requests_are_clear_errors(call, message):
-    with pytest.raises((ValueError, SystemExit), match=message):
+    with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "0", "--", "true"], "--workers must be an integer >= 1, received: 0"),
+        (["--workers", "-2", "--", "true"], "--workers must be an integer >= 1, received: -2"),
+        (["--workers", "two", "--", "true"], "argument --workers: invalid int value: 'two'"),
+        (["--workers", "2"], "give the command to run after --"),
+        (["--workers", "2", "--"], "give the command to run after --"),
+        (["--", "/no/such/program"], "command[0] must be a program on the workers' PATH"),
+        (["--timeout", "-1", "--", "true"], "--timeout must be a finite number > 0"),
+        (["--timeout", "soon", "--", "true"], "argument --timeout: invalid float value: 'soon'"),
+        (["--grace-seconds", "nan", "--", "true"], "--grace-seconds must be a finite number >= 0, received: nan"),
+    ],
+)
+def test_bad_launch_invocations_are_one_line_errors(args, message):
+    # --workers 0, a missing command and a missing program used to end in tracebacks.
+    result = subprocess.run([*LAUNCHER, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"lepton-keras launch: error: {message}"), result.stderr
+    assert "Traceback" not in result.stderr and not result.stdout
+
+
+def test_the_workers_get_quiet_tensorflow_logs_unless_the_user_chose():
+    program = "import os; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    out = io.StringIO()
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    assert launch([sys.executable, "-c", program], 1, env=env, out=out) == 0
+    assert out.getvalue() == "[worker 0] 2\n"
+    out = io.StringIO()
+    assert launch([sys.executable, "-c", program], 1, env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, out=out) == 0
+    assert out.getvalue() == "[worker 0] 0\n"
+
+
+# The `lepton-keras` command's help, and lr-find's errors
+
+@pytest.mark.parametrize("args", [["--help"], ["launch", "--help"], ["lr-find", "--help"]])
+def test_help_answers_without_importing_tensorflow(args):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", COMMAND, *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "usage: lepton-keras" in result.stdout, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "lepton_keras.cli" in imported and not imported & {"tensorflow", "keras"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data-dir", "/no/such/folder"], "--data-dir must be an existing folder, received: '/no/such/folder'"),
+        (["--source", "folder"], "--source folder needs --data-dir"),
+        (["--steps", "1"], "--steps must be an integer >= 2, received: 1"),
+        (["--min-lr", "0"], "--min-lr must be a finite number > 0, received: 0.0"),
+        (["--optimizer", "no_such_optimizer"], "unknown optimizer name 'no_such_optimizer'"),
+        (["--batch-size", "0"], "--batch-size must be"),
+        (["--cpu-replicas", "0"], "--cpu-replicas must be an integer >= 1 or None, received: 0"),
+    ],
+)
+def test_bad_lr_find_requests_are_one_line_errors(capsys, args, message):
+    # An unknown optimizer name used to end in a traceback (so did "radam": keras.optimizers.get).
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["lr-find", "--source", "sample", "--steps", "3", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"lepton-keras lr-find: error: {message}"), err
+
+
+@pytest.mark.parametrize("optimizer", ["radam", "lookahead_adabelief"])
+def test_lr_find_takes_every_registry_name(tmp_path, capsys, optimizer):
+    status = cli.main(["lr-find", "--source", "sample", "--train-limit", "64", "--batch-size", "16", "--steps", "3",
+                       "--optimizer", optimizer, "--output-dir", str(tmp_path)])  # fmt: skip
+    assert status == 0
+    assert "ran 3 of 3 steps" in capsys.readouterr().out

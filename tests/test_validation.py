@@ -43,6 +43,7 @@ CHOICE = ["no_such_choice", 3, None]
 STRING = [3, None, ""]
 MODEL = [None, "model", 3]
 STRATEGY = ["mirrored", 3]
+REPLICAS = ["mirrored", 0, True]  # a strategy or a replica count >= 1
 
 
 def optional(values):
@@ -227,14 +228,15 @@ ROWS = {
     # distribute (their owner adds the checks)
     "data.epoch_dataset": Row(data.epoch_dataset, {"make_epoch": [None, 3, "range"], "repeat": BOOL},
         {"make_epoch": lambda epoch: tf.data.Dataset.range(3)}),  # fmt: skip
+    "distribute.finish_job": Row(distribute.finish_job, {"strategy": STRATEGY, "timeout_seconds": POSITIVE}),
     "distribute.chief_path": Row(distribute.chief_path, {"path": STRING, "strategy": STRATEGY}, {"path": "logs"}),
     "distribute.worker_path": Row(distribute.worker_path, {"path": STRING, "strategy": STRATEGY}, {"path": "backup"}),
     "distribute.is_chief": Row(distribute.is_chief, {"strategy": STRATEGY}),
     "distribute.task_info": Row(distribute.task_info, {"strategy": STRATEGY}),
     "distribute.global_batch_size": Row(distribute.global_batch_size, {
-        "per_replica_batch_size": COUNT, "strategy": STRATEGY}, {"per_replica_batch_size": 8}),
+        "per_replica_batch_size": COUNT, "strategy": REPLICAS}, {"per_replica_batch_size": 8}),
     "distribute.per_replica_batch_size": Row(distribute.per_replica_batch_size, {
-        "global_batch": COUNT, "strategy": STRATEGY}, {"global_batch": 8}),
+        "global_batch": COUNT, "strategy": REPLICAS}, {"global_batch": 8}),
     "distribute.scale_learning_rate": Row(distribute.scale_learning_rate, {
         "base_learning_rate": LEARNING_RATE, "global_batch": COUNT, "base_batch_size": COUNT},
         {"base_learning_rate": 0.1, "global_batch": 512}),  # fmt: skip

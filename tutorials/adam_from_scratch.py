@@ -52,7 +52,7 @@ if __name__ == "__main__":
     parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ code: errors only
 
-import lepton_keras  # noqa: E402  (first: it loads TensorFlow without its start-up noise)
+import lepton_keras  # noqa: E402,F401  (first: it loads TensorFlow without its start-up noise)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

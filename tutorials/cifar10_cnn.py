@@ -361,6 +361,7 @@ def main(argv=None) -> dict:
         title = f"CIFAR-10 CNN, {strategy_name(strategy)}, {replicas} replica(s), global batch {args.batch_size}"
         plot_curves(history.history, title, os.path.join(args.output_dir, "curves.png"))
         print(f"wrote {args.output_dir}/summary.json and curves.png")
+    distribute.finish_job(strategy)  # workers leave together, the chief last: no stray errors at exit
     return summary
 
 

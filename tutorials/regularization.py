@@ -140,6 +140,7 @@ def main(argv=None) -> dict:
             json.dump(summary, file, indent=2)
         plot(histories, os.path.join(args.output_dir, "regularization.png"))
         print(f"wrote {args.output_dir}/summary.json and regularization.png")
+    distribute.finish_job(strategy)  # workers leave together, the chief last: no stray errors at exit
     return summary
 
 

@@ -67,12 +67,6 @@ def _check_save_freq(save_freq):
     return int(save_freq)
 
 
-def _check_path(name: str, path) -> str:
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise validation.invalid(name, path, "a non-empty path (str or os.PathLike)")
-    return os.fspath(path)
-
-
 
 def _check_checkpoint_options(options: dict) -> None:
     """ModelCheckpoint's own options, checked before Keras sees them (it would warn or fail late)."""
@@ -116,7 +110,7 @@ class ChiefModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     def __init__(self, filepath, *, strategy=None, **kwargs):
-        filepath = _check_path("filepath", filepath)
+        filepath = validation.check_path("filepath", filepath)
         _check_checkpoint_options(kwargs)
         super().__init__(filepath, **kwargs)
         self.chief_filepath = self.filepath
@@ -207,7 +201,7 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, *, strategy=None):
-        backup_dir = _check_path("backup_dir", backup_dir)
+        backup_dir = validation.check_path("backup_dir", backup_dir)
         save_freq = _check_save_freq(save_freq)
         delete_checkpoint = validation.check_bool("delete_checkpoint", delete_checkpoint)
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint)

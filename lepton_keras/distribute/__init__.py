@@ -12,6 +12,7 @@ from lepton_keras.distribute.cluster import TaskInfo, chief_path, is_chief, task
 _LAZY = {
     "get_strategy": "strategy",
     "configure_cpu_devices": "strategy",
+    "finish_job": "strategy",
     "patch_keras_for_multi_worker": "keras_compat",
 }
 

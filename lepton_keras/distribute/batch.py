@@ -15,21 +15,20 @@ and warm the learning rate up over the first epochs for large k.
 
 from __future__ import annotations
 
+import numbers
+
+from lepton_keras.validation import check_int, check_positive, invalid
+
 
 def _replica_count(strategy_or_count) -> int:
     if strategy_or_count is None:
         return 1
-    if isinstance(strategy_or_count, int) and not isinstance(strategy_or_count, bool):
-        count = strategy_or_count
+    if isinstance(strategy_or_count, numbers.Integral) and not isinstance(strategy_or_count, bool):
+        count = int(strategy_or_count)
     else:
-        count = getattr(strategy_or_count, "num_replicas_in_sync", None)
-        if count is None:
-            raise TypeError(
-                "expected a tf.distribute.Strategy or a replica count, "
-                f"received: {strategy_or_count!r}"
-            )
+        count = getattr(strategy_or_count, "num_replicas_in_sync", 0)
     if count < 1:
-        raise ValueError(f"the replica count must be at least 1, received: {count}")
+        raise invalid("strategy", strategy_or_count, "a tf.distribute.Strategy, a replica count >= 1 or None")
     return count
 
 
@@ -44,10 +43,7 @@ def global_batch_size(per_replica_batch_size: int, strategy=None) -> int:
         >>> global_batch_size(64, 4)
         256
     """
-    if not isinstance(per_replica_batch_size, int) or per_replica_batch_size < 1:
-        raise ValueError(
-            f"per_replica_batch_size must be a positive integer, received: {per_replica_batch_size!r}"
-        )
+    per_replica_batch_size = check_int("per_replica_batch_size", per_replica_batch_size, minimum=1)
     return per_replica_batch_size * _replica_count(strategy)
 
 
@@ -59,11 +55,9 @@ def per_replica_batch_size(global_batch: int, strategy=None) -> int:
         64
     """
     replicas = _replica_count(strategy)
-    if not isinstance(global_batch, int) or global_batch < 1 or global_batch % replicas:
-        raise ValueError(
-            f"the global batch size must be a positive multiple of the {replicas} replica(s), "
-            f"received: {global_batch!r}"
-        )
+    global_batch = check_int("global_batch", global_batch, minimum=1)
+    if global_batch % replicas:
+        raise invalid("global_batch", global_batch, f"a multiple of the {replicas} replica(s)")
     return global_batch // replicas
 
 
@@ -79,9 +73,7 @@ def scale_learning_rate(base_learning_rate: float, global_batch: int, base_batch
         >>> scale_learning_rate(0.1, 1024)
         0.4
     """
-    if base_learning_rate <= 0:
-        raise ValueError(f"base_learning_rate must be positive, received: {base_learning_rate!r}")
-    for name, value in (("global_batch", global_batch), ("base_batch_size", base_batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, received: {value!r}")
+    base_learning_rate = check_positive("base_learning_rate", base_learning_rate)
+    global_batch = check_int("global_batch", global_batch, minimum=1)
+    base_batch_size = check_int("base_batch_size", base_batch_size, minimum=1)
     return base_learning_rate * global_batch / base_batch_size

@@ -14,9 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+
+from lepton_keras.validation import check_path, check_strategy, invalid
 
 TF_CONFIG_ENV = "TF_CONFIG"
+TASK_TYPES = ("chief", "worker", "evaluator")
 _WORKER_TASK_TYPES = ("chief", "worker")
+# A host name, an IPv4 address or a bracketed IPv6 address, then ":" and the port.
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +30,7 @@ class TaskInfo:
     """This process's place in the cluster.
 
     Attributes:
-        task_type: "chief", "worker", "evaluator" or "ps"; "worker" when there is no cluster.
+        task_type: "chief", "worker" or "evaluator"; "worker" when there is no cluster.
         task_index: index within `task_type`.
         num_workers: number of training processes (chief plus workers); 1 without a cluster.
         worker_index: position among the training processes (the chief first), the shard
@@ -39,11 +45,73 @@ class TaskInfo:
     is_chief: bool
 
 
+def _check_address(name: str, address) -> str:
+    match = _ADDRESS.match(address) if isinstance(address, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise invalid(name, address, 'a "host:port" address with a port in 1-65535')
+    return address
+
+
+def validate_cluster(cluster, task_type, task_index) -> None:
+    """Checks a cluster and this process's task in it, before TensorFlow sees them.
+
+    The cluster maps task types ("chief", "worker", "evaluator") to non-empty lists of
+    "host:port" addresses; there is at least one chief or worker, at most one chief and one
+    evaluator, and no address twice. The task type is in the cluster and the index in range.
+
+    Raises:
+        ValueError: naming TF_CONFIG, the offending entry and the value.
+    """
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f'{TF_CONFIG_ENV} needs a non-empty "cluster" object, received: {cluster!r}')
+    if "ps" in cluster:
+        raise ValueError(
+            f'{TF_CONFIG_ENV} names "ps" tasks: parameter-server training is not supported (no lepton_keras '
+            'strategy runs it); give "chief" and "worker" tasks for MultiWorkerMirroredStrategy'
+        )
+    seen = {}
+    for kind, addresses in cluster.items():
+        if kind not in TASK_TYPES:
+            known = ", ".join(TASK_TYPES)
+            raise ValueError(f"{TF_CONFIG_ENV} cluster has an unknown task type {kind!r}; known: {known}")
+        if not isinstance(addresses, list) or not addresses:
+            raise invalid(f'{TF_CONFIG_ENV} cluster["{kind}"]', addresses, 'a non-empty list of "host:port" strings')
+        for position, address in enumerate(addresses):
+            name = f'{TF_CONFIG_ENV} cluster["{kind}"][{position}]'
+            if _check_address(name, address) in seen:
+                raise ValueError(
+                    f"{TF_CONFIG_ENV}: the address {address!r} appears more than once ({seen[address]} and {name})"
+                )
+            seen[address] = name
+    if not any(kind in cluster for kind in _WORKER_TASK_TYPES):
+        raise ValueError(
+            f"{TF_CONFIG_ENV} cluster needs at least one chief or worker task, received: {sorted(cluster)}"
+        )
+    for kind in ("chief", "evaluator"):
+        if len(cluster.get(kind, [])) > 1:
+            raise ValueError(f"{TF_CONFIG_ENV} cluster may have at most one {kind}, received: {cluster[kind]!r}")
+    if task_type not in cluster:
+        raise ValueError(
+            f"{TF_CONFIG_ENV} task type {task_type!r} is not in the cluster (task types: {sorted(cluster)})"
+        )
+    count = len(cluster[task_type])
+    if not isinstance(task_index, int) or isinstance(task_index, bool) or not 0 <= task_index < count:
+        raise ValueError(
+            f"{TF_CONFIG_ENV} task index {task_index!r} is outside the cluster: "
+            f'"{task_type}" has {count} address(es), so the index must be an integer in [0, {count - 1}]'
+        )
+
+
 def parse_tf_config(text: str | None) -> dict | None:
     """Validates a TF_CONFIG string and returns it as a dict (None when empty).
 
+    The one check of TF_CONFIG: `task_info`, `is_chief` and `get_strategy` all call it, so a
+    malformed cluster is an error that names the problem before TensorFlow tries to connect.
+
     Raises:
-        ValueError: the text is not JSON, has no cluster or task, or names a task outside the cluster.
+        ValueError: the text is not a JSON object, has no cluster or task, or fails
+            `validate_cluster` (parameter servers, bad addresses, two chiefs, duplicates, a
+            task outside the cluster).
     """
     if not text or not text.strip():
         return None
@@ -53,35 +121,18 @@ def parse_tf_config(text: str | None) -> dict | None:
         raise ValueError(f"{TF_CONFIG_ENV} is not valid JSON ({error}): {text!r}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{TF_CONFIG_ENV} must be a JSON object, received: {text!r}")
-    cluster = config.get("cluster")
-    task = config.get("task")
+    cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not cluster:
         raise ValueError(f'{TF_CONFIG_ENV} needs a non-empty "cluster" object, received: {text!r}')
-    for task_type, addresses in cluster.items():
-        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-            raise ValueError(
-                f'{TF_CONFIG_ENV} cluster["{task_type}"] must be a list of "host:port" strings, '
-                f"received: {addresses!r}"
-            )
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise ValueError(f'{TF_CONFIG_ENV} needs a "task" with "type" and "index", received: {text!r}')
-    task_type, index = task["type"], task["index"]
-    if task_type not in cluster:
-        raise ValueError(
-            f"{TF_CONFIG_ENV} task type {task_type!r} is not in the cluster (task types: {sorted(cluster)})"
-        )
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[task_type]):
-        raise ValueError(
-            f"{TF_CONFIG_ENV} task index {index!r} is outside the cluster: "
-            f'"{task_type}" has {len(cluster[task_type])} address(es), so the index must be in '
-            f"[0, {len(cluster[task_type]) - 1}]"
-        )
+    validate_cluster(cluster, task["type"], task["index"])
     return config
 
 
 def task_info(strategy=None) -> TaskInfo:
     """Describes this process: from `strategy`'s cluster resolver if given, else from TF_CONFIG."""
-    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    resolver = getattr(check_strategy("strategy", strategy), "cluster_resolver", None)
     if resolver is not None and resolver.task_type is not None:
         cluster = resolver.cluster_spec().as_dict()
         task_type, task_index = resolver.task_type, int(resolver.task_id or 0)
@@ -108,10 +159,11 @@ def worker_path(path: str | os.PathLike, strategy=None) -> str:
     Use it for `keras.callbacks.BackupAndRestore(backup_dir=worker_path(dir))`: each worker
     backs up to and restores from `path/worker_<i>`. With a single process, `path` itself.
     """
+    path = check_path("path", path)
     info = task_info(strategy)
     if info.num_workers == 1 and info.task_type == "worker":
-        return os.fspath(path)
-    return os.path.join(os.fspath(path), f"{info.task_type}_{info.task_index}")
+        return path
+    return os.path.join(path, f"{info.task_type}_{info.task_index}")
 
 
 def chief_path(path: str | os.PathLike, strategy=None) -> str:
@@ -123,8 +175,8 @@ def chief_path(path: str | os.PathLike, strategy=None) -> str:
     callback (saving can involve collective operations), so they write to
     `<dirname>/.workers/<task>_<i>/<basename>`, which no one else uses.
     """
+    path = check_path("path", path)
     info = task_info(strategy)
-    path = os.fspath(path)
     if info.is_chief:
         return path
     head, tail = os.path.split(path.rstrip(os.sep)) if path.rstrip(os.sep) else ("", path)

@@ -2,11 +2,20 @@
 
     lepton-keras launch --workers 2 -- python tutorials/cifar10_cnn.py --epochs 1
 
-Each worker gets a free port on 127.0.0.1 and a TF_CONFIG naming all of them. Every
-output line is prefixed with the worker's index. When a worker fails, the others are
+Each worker gets a free port on 127.0.0.1 and a TF_CONFIG naming all of them, and
+TF_CPP_MIN_LOG_LEVEL=2 (TensorFlow's C++ errors only) unless the environment sets it.
+Every output line is prefixed with the worker's index. When a worker fails, the others are
 stopped (SIGTERM, then SIGKILL after a grace period) and the launcher exits with that
-worker's exit status; Ctrl-C (or SIGTERM) stops all. Each worker runs in its own
-process group, so nothing it started outlives the launcher.
+worker's exit status; SIGINT (Ctrl-C), SIGTERM, SIGHUP (a closed terminal or ssh session)
+and SIGQUIT stop all and exit with 128 + the signal number.
+
+Nothing outlives the launcher. Each worker runs under a small supervisor (`_supervisor.py`) that
+leads the worker's own process group: the launcher stops a worker by signalling that group,
+which reaches the worker's children too. On Linux the kernel also tells each supervisor when
+the launcher dies, even by SIGKILL (a parent-death signal, prctl PR_SET_PDEATHSIG), and the
+supervisor then kills its group. Only a process that leaves its group on purpose (setsid,
+setpgid) escapes, as it would escape a shell's job control. A closed output (`... | head`)
+never blocks the job: lines are then dropped, the workers' pipes are still drained.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,22 +31,36 @@ import sys
 import threading
 import time
 
-INTERRUPTED_EXIT_CODE = 130
+from lepton_keras.distribute._supervisor import STOP_SIGNALS
+from lepton_keras.validation import check_int, check_non_negative, check_positive, check_string, invalid
+
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # 130, as a shell reports Ctrl-C
 TIMED_OUT_EXIT_CODE = 124  # as coreutils' timeout
 _POLL_SECONDS = 0.05
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_supervisor.py")
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct TCP ports that are free on `host` right now."""
+    """`count` distinct TCP ports that are free on `host` right now.
+
+    Raises:
+        ValueError: `count` is not an integer >= 1, or `host` is not an address of this machine.
+    """
+    count = check_int("count", count, minimum=1)
+    host = check_string("host", host)
     with contextlib.ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
+        try:
+            for sock in sockets:
+                sock.bind((host, 0))
+        except OSError as error:
+            raise invalid("host", host, f"an IPv4 address of this machine to listen on ({error})") from None
         return [sock.getsockname()[1] for sock in sockets]
 
 
 def cluster_tf_configs(workers: int, host: str = "127.0.0.1") -> list[str]:
     """One TF_CONFIG JSON string per worker of a local cluster with `workers` workers."""
+    workers = check_int("workers", workers, minimum=1)
     addresses = [f"{host}:{port}" for port in free_ports(workers, host)]
     return [
         json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
@@ -44,11 +68,36 @@ def cluster_tf_configs(workers: int, host: str = "127.0.0.1") -> list[str]:
     ]
 
 
-def _forward_lines(stream, prefix: str, out, lock: threading.Lock) -> None:
+class _Output:
+    """The launcher's prefixed output, shared by the forwarding threads.
+
+    Once a write fails (a pipe closed by `head`, a full disk), later lines are dropped: the
+    forwarders keep draining the workers' pipes, so no worker blocks on a full pipe.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.failed = False
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            if self.failed:
+                return
+            try:
+                try:
+                    self.stream.write(text)
+                except UnicodeEncodeError:  # a character the stream cannot encode: replace it
+                    encoding = getattr(self.stream, "encoding", None) or "ascii"
+                    self.stream.write(text.encode(encoding, "replace").decode(encoding))
+                self.stream.flush()
+            except (OSError, ValueError):  # ValueError: the stream was closed
+                self.failed = True
+
+
+def _forward_lines(stream, prefix: str, output: _Output) -> None:
     for line in iter(stream.readline, ""):
-        with lock:
-            out.write(prefix + line if line.endswith("\n") else prefix + line + "\n")
-            out.flush()
+        output.write(prefix + line if line.endswith("\n") else prefix + line + "\n")
     stream.close()
 
 
@@ -81,12 +130,26 @@ def _group_exists(group_id: int) -> bool:
     return True
 
 
-class _Terminated(Exception):
-    """Raised in the launcher by SIGINT (Ctrl-C) or SIGTERM."""
+class _Stopped(Exception):
+    """Raised in the launcher's main thread by one of STOP_SIGNALS."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated()
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
+
+
+def _check_command(command, env: dict[str, str]) -> list[str]:
+    if isinstance(command, str) or not isinstance(command, (list, tuple)) or not command or not all(
+        isinstance(part, str) for part in command
+    ):
+        raise invalid("command", command, "a non-empty list of strings: the program and its arguments")
+    if shutil.which(command[0], path=env.get("PATH", os.defpath)) is None:
+        raise invalid("command[0]", command[0], "a program on the workers' PATH or the path of an executable")
+    return list(command)
 
 
 def launch(
@@ -105,37 +168,46 @@ def launch(
         command: the program and its arguments, the same for every worker.
         workers: number of worker processes (at least 1).
         host: address the workers listen on (default 127.0.0.1).
-        env: environment for the workers (default: this process's); TF_CONFIG is added.
+        env: environment for the workers (default: this process's); TF_CONFIG is added, and
+            PYTHONUNBUFFERED=1 and TF_CPP_MIN_LOG_LEVEL=2 unless it sets them.
         grace_seconds: how long stopped workers get to exit before SIGKILL (default 3).
         timeout_seconds: stop every worker after this long (default None: no limit), for
             jobs that could hang, such as a collective waiting for a worker that never comes.
-        out: text stream for the prefixed output (default sys.stdout).
+        out: text stream for the prefixed output (default sys.stdout). When writing to it
+            fails, the rest of the output is dropped and the job runs on.
 
     Returns:
         0 when every worker succeeded; otherwise the status of the first worker that failed
         (a negative status, -N for signal N, is returned as 128 + N), 124 when the job ran
-        out of time, or 130 when interrupted.
+        out of time, or 128 + N when the launcher got signal N (130 for Ctrl-C).
+
+    Raises:
+        ValueError: a bad argument (a program that does not exist, workers < 1, a negative
+            grace, a timeout <= 0, a host that is not this machine's), before anything starts.
     """
-    if not command:
-        raise ValueError("command must name the program to run, received an empty command")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, received: {workers!r}")
-    out = out or sys.stdout
     base_env = dict(os.environ if env is None else env)
+    command = _check_command(command, base_env)
+    workers = check_int("workers", workers, minimum=1)
+    grace_seconds = check_non_negative("grace_seconds", grace_seconds)
+    timeout_seconds = check_positive("timeout_seconds", timeout_seconds, allow_none=True)
+    tf_configs = cluster_tf_configs(workers, host)
     base_env.setdefault("PYTHONUNBUFFERED", "1")
-    lock = threading.Lock()
+    base_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, 2 lines a worker
+    output = _Output(out or sys.stdout)
     processes, readers = [], []
     previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
         # Installed explicitly: a process started in the background inherits an ignored SIGINT.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous_handlers[signum] = signal.signal(signum, _raise_terminated)
-    status = 0
+        for signum in STOP_SIGNALS:
+            previous_handlers[signum] = signal.signal(signum, _raise_stopped)
+    status, reason = 0, "a worker failed"
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     try:
-        for index, tf_config in enumerate(cluster_tf_configs(workers, host)):
+        for index, tf_config in enumerate(tf_configs):
+            # Started from this thread, which lives until the job ends: the parent-death
+            # signal fires when the thread that forked the supervisor ends, not the process.
             process = subprocess.Popen(
-                command,
+                [sys.executable, "-I", _SUPERVISOR, str(os.getpid()), *command],
                 env={**base_env, "TF_CONFIG": tf_config},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -146,7 +218,7 @@ def launch(
             )
             processes.append(process)
             reader = threading.Thread(
-                target=_forward_lines, args=(process.stdout, f"[worker {index}] ", out, lock), daemon=True
+                target=_forward_lines, args=(process.stdout, f"[worker {index}] ", output), daemon=True
             )
             reader.start()
             readers.append(reader)
@@ -159,20 +231,19 @@ def launch(
             if all(code == 0 for code in codes):
                 break
             if deadline is not None and time.monotonic() > deadline:
-                status = TIMED_OUT_EXIT_CODE
+                status, reason = TIMED_OUT_EXIT_CODE, "the job ran out of time"
                 break
             time.sleep(_POLL_SECONDS)
-    except _Terminated:
-        status = INTERRUPTED_EXIT_CODE
+    except _Stopped as stopped:
+        status, reason = 128 + stopped.signum, f"the launcher got {stopped}"
     finally:
+        for signum in previous_handlers:  # a second signal must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
         _stop(processes, grace_seconds)
         for reader in readers:
             reader.join(timeout=grace_seconds)
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
     if status:
-        with lock:
-            reason = "the job ran out of time" if status == TIMED_OUT_EXIT_CODE else "a worker failed or was interrupted"
-            out.write(f"[launcher] {reason}; stopped all {workers} (exit {status})\n")
-            out.flush()
+        output.write(f"[launcher] {reason}; stopped all {workers} (exit {status})\n")
     return status

@@ -6,15 +6,23 @@
 2. `MirroredStrategy` when more than one GPU is visible, or when you ask for
    `cpu_replicas` > 1 (logical CPU devices: data parallelism without GPUs, for tests);
 3. the default strategy (one device) otherwise.
+
+TF_CONFIG is validated first (`cluster.parse_tf_config`), so a malformed cluster is an error,
+never a strategy that hangs. `finish_job(strategy)`, called last on every worker, ends a
+multi-worker job without TensorFlow's coordination-service errors.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
+import time
 
 import tensorflow as tf
 
 from lepton_keras.distribute import cluster, keras_compat
+from lepton_keras.validation import check_choice, check_int, check_positive, check_strategy, invalid
 
 STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker")
 COMMUNICATION_IMPLEMENTATIONS = {
@@ -36,8 +44,7 @@ def configure_cpu_devices(count: int) -> list[str]:
         ValueError: `count` is not a positive integer.
         RuntimeError: TensorFlow already initialised fewer than `count` CPU devices.
     """
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ValueError(f"count must be a positive integer, received: {count!r}")
+    count = check_int("count", count, minimum=1)
     cpu = tf.config.list_physical_devices("CPU")[0]
     configured = tf.config.get_logical_device_configuration(cpu) or [None]
     if len(configured) < count:
@@ -63,13 +70,8 @@ def _cluster_configured(cluster_resolver) -> bool:
 
 
 def _communication_options(communication: str, bytes_per_pack: int):
-    if communication not in COMMUNICATION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"communication must be one of {sorted(COMMUNICATION_IMPLEMENTATIONS)}, "
-            f"received: {communication!r}"
-        )
-    if not isinstance(bytes_per_pack, int) or isinstance(bytes_per_pack, bool) or bytes_per_pack < 0:
-        raise ValueError(f"bytes_per_pack must be a non-negative integer, received: {bytes_per_pack!r}")
+    communication = check_choice("communication", communication, COMMUNICATION_IMPLEMENTATIONS)
+    bytes_per_pack = check_int("bytes_per_pack", bytes_per_pack, minimum=0)
     return tf.distribute.experimental.CommunicationOptions(
         bytes_per_pack=bytes_per_pack, implementation=COMMUNICATION_IMPLEMENTATIONS[communication]
     )
@@ -111,16 +113,16 @@ def get_strategy(
         model.fit(dataset_batched_by_global_batch, epochs=10)
 
     Raises:
-        ValueError: unknown kind or communication, malformed TF_CONFIG, a task index outside
-            the cluster, "multi_worker" without a cluster, or cpu_replicas with GPUs or a cluster.
+        ValueError: unknown kind or communication, malformed TF_CONFIG (checked before
+            TensorFlow sees it: see `cluster.validate_cluster`; parameter-server clusters are
+            refused), "multi_worker" without a cluster, or cpu_replicas with GPUs or a cluster.
         RuntimeError: cpu_replicas asked for after TensorFlow initialised its devices.
     """
-    if kind not in STRATEGY_KINDS:
-        raise ValueError(f"kind must be one of {STRATEGY_KINDS}, received: {kind!r}")
-    if cpu_replicas is not None and (
-        not isinstance(cpu_replicas, int) or isinstance(cpu_replicas, bool) or cpu_replicas < 1
-    ):
-        raise ValueError(f"cpu_replicas must be a positive integer, received: {cpu_replicas!r}")
+    kind = check_choice("kind", kind, STRATEGY_KINDS)
+    cpu_replicas = check_int("cpu_replicas", cpu_replicas, minimum=1, allow_none=True)
+    resolver_type = tf.distribute.cluster_resolver.ClusterResolver
+    if cluster_resolver is not None and not isinstance(cluster_resolver, resolver_type):
+        raise invalid("cluster_resolver", cluster_resolver, "a tf.distribute.cluster_resolver.ClusterResolver or None")
     options = _communication_options(communication, bytes_per_pack)
     has_cluster = _cluster_configured(cluster_resolver)  # validates TF_CONFIG
     if kind == "auto":
@@ -161,3 +163,66 @@ def get_strategy(
     )
     keras_compat.patch_keras_for_multi_worker(strategy)
     return strategy
+
+
+_barrier_ids = itertools.count()
+
+
+def finish_job(strategy=None, *, timeout_seconds: float = 600.0) -> None:
+    """Ends a multi-worker job cleanly; call it last, on every worker, after training.
+
+    TensorFlow's coordination service runs inside the chief (the leader task) and expects a
+    heartbeat from every worker about every 5 seconds until the job ends, but it is never
+    shut down when a Python process exits. When the chief exits first, a worker still alive
+    logs "Failed to send RPC to coordination service"; when a worker exits first and the
+    chief lives on for more than about 10 seconds (writing plots or checkpoints), the chief
+    logs "The following tasks are unhealthy (stopped sending heartbeats)" and the task
+    names on the next line. `finish_job` makes every worker wait at a coordination-service
+    barrier until all have finished, then lets the others exit while the chief waits until
+    their servers are gone, so the chief exits last. A no-op without a multi-worker cluster
+    (and on an evaluator task).
+
+    Args:
+        strategy: the strategy of the job (default: the current one).
+        timeout_seconds: how long to wait for the other workers, at the barrier and again
+            for their exit (default 600).
+
+    Example:
+        strategy = lepton_keras.distribute.get_strategy()
+        ...
+        model.fit(...)
+        lepton_keras.distribute.finish_job(strategy)
+
+    Raises:
+        tf.errors.DeadlineExceededError: a worker did not reach the barrier in time.
+        tf.errors.UnavailableError: a worker failed before reaching it.
+    """
+    timeout_seconds = check_positive("timeout_seconds", timeout_seconds)
+    strategy = tf.distribute.get_strategy() if strategy is None else check_strategy("strategy", strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type not in ("chief", "worker"):
+        return
+    from tensorflow.python.eager import context  # the only Python access to the coordination service
+
+    context.context().wait_at_barrier(f"lepton_keras/finish_job/{next(_barrier_ids)}", int(timeout_seconds * 1000))
+    if not cluster.task_info(strategy).is_chief:
+        return
+    spec, own = resolver.cluster_spec(), (resolver.task_type, int(resolver.task_id or 0))
+    others = [
+        spec.task_address(kind, index)
+        for kind in ("chief", "worker") if kind in spec.jobs
+        for index in spec.task_indices(kind) if (kind, index) != own
+    ]  # fmt: skip
+    deadline = time.monotonic() + timeout_seconds
+    while any(_accepts_connections(address) for address in others) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _accepts_connections(address: str) -> bool:
+    """Whether a worker's TensorFlow server still listens at "host:port" (it closes with the process)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
