@@ -67,11 +67,14 @@ def test_helpers_read_the_strategy_cluster_resolver_before_tf_config(monkeypatch
         tf.train.ClusterSpec(WORKERS), task_type="worker", task_id=1
     )
 
-    class StrategyWithResolver:
-        cluster_resolver = resolver
+    class StrategyWithResolver(tf.distribute.OneDeviceStrategy):  # a strategy whose resolver names task 1
+        @property
+        def cluster_resolver(self):
+            return resolver
 
-    assert not is_chief(StrategyWithResolver())
-    assert worker_path("b", StrategyWithResolver()) == os.path.join("b", "worker_1")
+    strategy = StrategyWithResolver("/cpu:0")
+    assert not is_chief(strategy)
+    assert worker_path("b", strategy) == os.path.join("b", "worker_1")
 
 
 # Each malformed TF_CONFIG and the words its error must contain. The cases after the first
