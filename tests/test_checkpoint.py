@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from lepton_keras.callbacks.checkpoint import ChiefModelCheckpoint, WorkerBackupAndRestore
 from tests.reference.checkpoint import train_linear_sgd
+from tests.workers.fault_tolerance_worker import make_model as make_cifar_model
 
 STEPS, BATCH, EPOCHS, LEARNING_RATE = 4, 8, 3, 0.1
 
@@ -323,15 +324,6 @@ def cifar():
     from lepton_keras.data import load_cifar10
 
     return load_cifar10("sample", shard=None, train_limit=CIFAR_BATCH * CIFAR_STEPS, validation_limit=0)
-
-
-def make_cifar_model():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3, strides=4),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
 
 
 def fit_cifar(data, repeat, callbacks):
