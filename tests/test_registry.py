@@ -1,23 +1,29 @@
-"""lepton_keras.optimizers.get and list_optimizers: names, composition, overrides, errors."""
+"""lepton_keras.optimizers.get and list_optimizers: names, composition, overrides, errors;
+the registry's kinds, option metadata and the package exports it drives."""
+
+import inspect
 
 import keras
 import pytest
 
 import lepton_keras
-from lepton_keras.optimizers.registry import REGISTRY, get, list_optimizers
+from lepton_keras import optimizers
+from lepton_keras.optimizers.registry import REGISTRY, OptimizerKind, RegistryEntry, get, list_optimizers
+
+WRAPPER, KERAS = OptimizerKind.WRAPPER, OptimizerKind.KERAS
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e.kind != "wrapper"))
+@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e.kind is not WRAPPER))
 def test_every_optimizer_name_builds_its_class(name):
     optimizer = get(name, learning_rate=0.25)
     assert isinstance(optimizer, keras.optimizers.Optimizer)
     entry = REGISTRY[name]
-    if entry.kind != "keras":
+    if entry.kind is not KERAS:
         assert type(optimizer) is entry.cls
     assert float(optimizer.learning_rate) == 0.25
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e.kind == "wrapper"))
+@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e.kind is WRAPPER))
 def test_every_wrapper_composes_with_adam(name):
     optimizer = get(f"{name}_adam", learning_rate=0.25)
     assert type(optimizer) is REGISTRY[name].cls
@@ -80,3 +86,62 @@ def test_list_optimizers_filters_by_pattern_and_kind():
 def test_the_package_exports_the_registry():
     assert lepton_keras.optimizers.get is get
     assert lepton_keras.optimizers.GradientClipping is REGISTRY["clipping"].cls
+
+
+def test_kinds_are_an_enum_of_strings_and_entries_are_checked():
+    assert [kind.value for kind in OptimizerKind] == ["elementwise", "layerwise", "global", "keras", "wrapper"]
+    assert all(isinstance(entry.kind, OptimizerKind) for entry in REGISTRY.values())
+    assert OptimizerKind.WRAPPER == "wrapper" and OptimizerKind("wrapper") is WRAPPER
+    assert list_optimizers(kind=WRAPPER) == list_optimizers(kind="wrapper")
+    assert RegistryEntry("x", "keras.optimizers:SGD", "text", "keras").kind is KERAS
+    with pytest.raises(ValueError, match="kind must be one of 'elementwise', 'global', 'keras', 'layerwise', 'wrapper'"):
+        RegistryEntry("x", "keras.optimizers:SGD", "text", "sparse")
+    for bad_name in ("Radam", "look_ahead"):
+        with pytest.raises(ValueError, match="name must be a lower-case name"):
+            RegistryEntry(bad_name, "lepton_keras.optimizers.lookahead:Lookahead", "text", WRAPPER)
+
+
+def _keyword_parameters(function) -> set[str]:
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in inspect.signature(function).parameters.values() if p.kind in keyword} - {"self"}
+
+
+def _chain_parameters(cls) -> set[str]:
+    return set().union(*(_keyword_parameters(klass.__init__) for klass in cls.__mro__ if "__init__" in vars(klass)))
+
+
+KERAS_OPTIONS = _chain_parameters(keras.optimizers.Optimizer)  # learning_rate, weight_decay, clipnorm, ...
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_entry_s_options_are_its_constructor_s_parameters(name):
+    entry = REGISTRY[name]
+    own = _keyword_parameters(entry.cls.__init__) - {"inner_optimizer"}
+    assert own <= entry.options <= _chain_parameters(entry.cls)
+    assert entry.options is entry.options  # read once
+    if entry.kind is WRAPPER:
+        # Keras's own options are the inner optimizer's; a wrapper keeps its name and fused_updates.
+        assert entry.options & KERAS_OPTIONS == {"name"} and "fused_updates" in entry.options
+    else:
+        assert KERAS_OPTIONS <= entry.options
+    if entry.kind not in (WRAPPER, KERAS):
+        assert "fused_updates" in entry.options
+
+
+def test_options_of_two_entries_by_hand():
+    assert REGISTRY["lookahead"].options == {"sync_period", "slow_step_size", "name", "fused_updates"}
+    assert REGISTRY["clipping"].options == {"value", "norm", "global_norm", "name", "fused_updates"}
+    assert {"learning_rate", "beta_1", "beta_2", "epsilon", "fused_updates", "weight_decay"} <= REGISTRY["radam"].options
+
+
+def test_the_package_exports_exactly_the_registered_classes_and_a_few_others():
+    registered = {entry.cls.__name__: entry.cls for entry in REGISTRY.values() if entry.kind is not KERAS}
+    exported = {name: getattr(optimizers, name) for name in optimizers.__all__}
+    optimizer_classes = {
+        name: value for name, value in exported.items() if isinstance(value, type) and issubclass(value, keras.optimizers.Optimizer)
+    }
+    assert optimizer_classes == {**registered, "LeptonOptimizer": optimizers.LeptonOptimizer,
+                                 "OptimizerWrapper": optimizers.OptimizerWrapper}  # fmt: skip
+    others = {"SharpnessAwareModel", "get", "list_optimizers", "recompute_batch_norm_statistics"}
+    assert set(exported) - set(optimizer_classes) == others
+    assert optimizers.__all__ == sorted(optimizers.__all__) and len(registered) == 17

@@ -3,57 +3,31 @@
     optimizer = lepton_keras.optimizers.get("lookahead_radam", learning_rate=1e-3)
     lepton_keras.optimizers.list_optimizers("ada*")
     model.compile(optimizer="radam", ...)   # every registry name, after `import lepton_keras`
+
+The optimizer and wrapper classes exported here (RAdam, Lookahead, ...) are the registry's:
+`lepton_keras.optimizers.registry` is their one list.
 """
 
-from lepton_keras.optimizers.adabelief import AdaBelief
-from lepton_keras.optimizers.adan import Adan
-from lepton_keras.optimizers.adaptive_gradient_clipping import AdaptiveGradientClipping
-from lepton_keras.optimizers.ademamix import AdEMAMix
+from lepton_keras.optimizers import registry as _registry
 from lepton_keras.optimizers.base import LeptonOptimizer
-from lepton_keras.optimizers.fused_updates import FusedUpdates
-from lepton_keras.optimizers.gradient_accumulation import GradientAccumulation
-from lepton_keras.optimizers.gradient_centralization import GradientCentralization
-from lepton_keras.optimizers.gradient_clipping import GradientClipping
-from lepton_keras.optimizers.lars import LARS
-from lepton_keras.optimizers.lookahead import Lookahead
-from lepton_keras.optimizers.madgrad import MADGRAD
-from lepton_keras.optimizers.novograd import NovoGrad
-from lepton_keras.optimizers.prodigy import Prodigy
-from lepton_keras.optimizers.radam import RAdam
 from lepton_keras.optimizers.registry import get, list_optimizers, register_keras_names
 from lepton_keras.optimizers.sam import SharpnessAwareModel
-from lepton_keras.optimizers.weight_averaging import (
-    ExponentialMovingAverage,
-    StochasticWeightAveraging,
-    recompute_batch_norm_statistics,
-)
+from lepton_keras.optimizers.weight_averaging import recompute_batch_norm_statistics
 from lepton_keras.optimizers.wrapper import OptimizerWrapper
-from lepton_keras.optimizers.yogi import Yogi
+
+_REGISTERED_CLASSES = {
+    entry.cls.__name__: entry.cls for entry in _registry.REGISTRY.values() if entry.kind is not _registry.OptimizerKind.KERAS
+}
+globals().update(_REGISTERED_CLASSES)
 
 register_keras_names()
 
-__all__ = [
-    "AdEMAMix",
-    "AdaBelief",
-    "Adan",
-    "AdaptiveGradientClipping",
-    "ExponentialMovingAverage",
-    "FusedUpdates",
-    "GradientAccumulation",
-    "GradientCentralization",
-    "GradientClipping",
-    "LARS",
+__all__ = sorted([
+    *_REGISTERED_CLASSES,
     "LeptonOptimizer",
-    "Lookahead",
-    "MADGRAD",
-    "NovoGrad",
     "OptimizerWrapper",
-    "Prodigy",
-    "RAdam",
     "SharpnessAwareModel",
-    "StochasticWeightAveraging",
-    "Yogi",
     "get",
     "list_optimizers",
     "recompute_batch_norm_statistics",
-]
+])  # fmt: skip

@@ -9,13 +9,35 @@ Lookahead(GradientClipping(RAdam())).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import fnmatch
+import functools
 import importlib
 import inspect
 
 import keras
 
 from lepton_keras.validation import check_choice, check_learning_rate, check_string, invalid
+
+
+class OptimizerKind(str, enum.Enum):
+    """What an optimizer's update reads; `list_optimizers(kind=...)` takes the value ("wrapper").
+
+    A `str` too, so a kind equals its value (`OptimizerKind.WRAPPER == "wrapper"`).
+    """
+
+    ELEMENTWISE = "elementwise"  # a per-element update
+    LAYERWISE = "layerwise"  # per-variable norms
+    GLOBAL = "global"  # sums over all variables
+    KERAS = "keras"  # Keras's own
+    WRAPPER = "wrapper"  # wraps another optimizer
+
+
+def _checked_kind(kind) -> OptimizerKind:
+    return OptimizerKind(check_choice("kind", kind, sorted(member.value for member in OptimizerKind)))
+
+
+_KEYWORD_PARAMETERS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +48,7 @@ class RegistryEntry:
         name: the registry name (lower case; wrapper names have no "_").
         target: "module:Class" of the class, imported on first use.
         description: one line.
-        kind: "elementwise" (a per-element update), "layerwise" (per-variable norms),
-            "global" (sums over all variables), "keras" (Keras's own) or "wrapper" (wraps
-            another optimizer).
+        kind: an `OptimizerKind` (or its value).
         defaults: constructor options the registry passes unless overridden (wrappers
             that need an argument, such as clipping's threshold).
     """
@@ -36,34 +56,61 @@ class RegistryEntry:
     name: str
     target: str
     description: str
-    kind: str
+    kind: OptimizerKind
     defaults: dict = dataclasses.field(default_factory=dict)
 
-    @property
-    def cls(self):
+    def __post_init__(self):
+        object.__setattr__(self, "kind", _checked_kind(self.kind))
+        if self.name != self.name.lower() or (self.kind is OptimizerKind.WRAPPER and "_" in self.name):
+            raise invalid("name", self.name, 'a lower-case name (without "_" for a wrapper)')
+
+    @functools.cached_property
+    def cls(self) -> type:
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
+
+    @functools.cached_property
+    def options(self) -> frozenset[str]:
+        """The keyword options the constructor takes, read once from its signature chain.
+
+        Options a constructor passes on through **kwargs are its bases' parameters. A wrapper's
+        stop short of keras.optimizers.Optimizer's: Keras's own options (learning_rate,
+        weight_decay, ...) are the inner optimizer's. The optimizer a wrapper wraps is the
+        registry's to pass, not an option.
+        """
+        stop = keras.optimizers.Optimizer.__mro__ if self.kind is OptimizerKind.WRAPPER else ()
+        options = set()
+        for klass in self.cls.__mro__:
+            if klass in stop:
+                break
+            if "__init__" not in vars(klass):
+                continue
+            parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]  # after self
+            options.update(p.name for p in parameters if p.kind in _KEYWORD_PARAMETERS)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+                break
+        return frozenset(options - {"inner_optimizer"})
 
 
 _LEPTON = "lepton_keras.optimizers"
 _ENTRIES = [
-    RegistryEntry("radam", f"{_LEPTON}.radam:RAdam", "Adam with the variance of the adaptive rate rectified", "elementwise"),
-    RegistryEntry("adabelief", f"{_LEPTON}.adabelief:AdaBelief", "Adam scaled by the belief in the gradient (g - m)^2", "elementwise"),
-    RegistryEntry("yogi", f"{_LEPTON}.yogi:Yogi", "Adam with an additive, sign-controlled second moment", "elementwise"),
-    RegistryEntry("novograd", f"{_LEPTON}.novograd:NovoGrad", "Adam-like with a per-layer second moment of the gradient norm", "layerwise"),
-    RegistryEntry("adan", f"{_LEPTON}.adan:Adan", "adaptive Nesterov momentum over gradient differences", "elementwise"),
-    RegistryEntry("ademamix", f"{_LEPTON}.ademamix:AdEMAMix", "Adam plus a slow EMA of gradients mixed in", "elementwise"),
-    RegistryEntry("madgrad", f"{_LEPTON}.madgrad:MADGRAD", "momentumized, adaptive, dual-averaged gradient method", "elementwise"),
-    RegistryEntry("prodigy", f"{_LEPTON}.prodigy:Prodigy", "learning-rate-free Adam that estimates the distance to the solution", "global"),
-    RegistryEntry("lars", f"{_LEPTON}.lars:LARS", "momentum SGD with a layer-wise trust ratio for large batches", "layerwise"),
-    RegistryEntry("lookahead", f"{_LEPTON}.lookahead:Lookahead", "slow weights that follow k fast steps of any optimizer", "wrapper"),
-    RegistryEntry("swa", f"{_LEPTON}.weight_averaging:StochasticWeightAveraging", "equal-weight average of the weights along training", "wrapper"),
-    RegistryEntry("ema", f"{_LEPTON}.weight_averaging:ExponentialMovingAverage", "exponential moving average of the weights", "wrapper"),
-    RegistryEntry("accumulation", f"{_LEPTON}.gradient_accumulation:GradientAccumulation", "averages the gradients of N micro-batches per update", "wrapper", {"steps": 2}),
-    RegistryEntry("clipping", f"{_LEPTON}.gradient_clipping:GradientClipping", "clips the global gradient by value, norm or global norm", "wrapper", {"global_norm": 1.0}),
-    RegistryEntry("agc", f"{_LEPTON}.adaptive_gradient_clipping:AdaptiveGradientClipping", "clips each unit's gradient relative to its weight norm", "wrapper"),
-    RegistryEntry("centralization", f"{_LEPTON}.gradient_centralization:GradientCentralization", "subtracts the mean from each output unit's gradient", "wrapper"),
-    RegistryEntry("fused", f"{_LEPTON}.fused_updates:FusedUpdates", "runs each variable's update of any optimizer as one XLA kernel", "wrapper"),
+    RegistryEntry("radam", f"{_LEPTON}.radam:RAdam", "Adam with the variance of the adaptive rate rectified", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("adabelief", f"{_LEPTON}.adabelief:AdaBelief", "Adam scaled by the belief in the gradient (g - m)^2", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("yogi", f"{_LEPTON}.yogi:Yogi", "Adam with an additive, sign-controlled second moment", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("novograd", f"{_LEPTON}.novograd:NovoGrad", "Adam-like with a per-layer second moment of the gradient norm", OptimizerKind.LAYERWISE),
+    RegistryEntry("adan", f"{_LEPTON}.adan:Adan", "adaptive Nesterov momentum over gradient differences", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("ademamix", f"{_LEPTON}.ademamix:AdEMAMix", "Adam plus a slow EMA of gradients mixed in", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("madgrad", f"{_LEPTON}.madgrad:MADGRAD", "momentumized, adaptive, dual-averaged gradient method", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("prodigy", f"{_LEPTON}.prodigy:Prodigy", "learning-rate-free Adam that estimates the distance to the solution", OptimizerKind.GLOBAL),
+    RegistryEntry("lars", f"{_LEPTON}.lars:LARS", "momentum SGD with a layer-wise trust ratio for large batches", OptimizerKind.LAYERWISE),
+    RegistryEntry("lookahead", f"{_LEPTON}.lookahead:Lookahead", "slow weights that follow k fast steps of any optimizer", OptimizerKind.WRAPPER),
+    RegistryEntry("swa", f"{_LEPTON}.weight_averaging:StochasticWeightAveraging", "equal-weight average of the weights along training", OptimizerKind.WRAPPER),
+    RegistryEntry("ema", f"{_LEPTON}.weight_averaging:ExponentialMovingAverage", "exponential moving average of the weights", OptimizerKind.WRAPPER),
+    RegistryEntry("accumulation", f"{_LEPTON}.gradient_accumulation:GradientAccumulation", "averages the gradients of N micro-batches per update", OptimizerKind.WRAPPER, {"steps": 2}),
+    RegistryEntry("clipping", f"{_LEPTON}.gradient_clipping:GradientClipping", "clips the global gradient by value, norm or global norm", OptimizerKind.WRAPPER, {"global_norm": 1.0}),
+    RegistryEntry("agc", f"{_LEPTON}.adaptive_gradient_clipping:AdaptiveGradientClipping", "clips each unit's gradient relative to its weight norm", OptimizerKind.WRAPPER),
+    RegistryEntry("centralization", f"{_LEPTON}.gradient_centralization:GradientCentralization", "subtracts the mean from each output unit's gradient", OptimizerKind.WRAPPER),
+    RegistryEntry("fused", f"{_LEPTON}.fused_updates:FusedUpdates", "runs each variable's update of any optimizer as one XLA kernel", OptimizerKind.WRAPPER),
 ]
 _KERAS = {
     "adadelta": ("Adadelta", "Keras: Adadelta, adaptive rates from running averages of updates"),
@@ -79,15 +126,16 @@ _KERAS = {
     "rmsprop": ("RMSprop", "Keras: RMSprop"),
     "sgd": ("SGD", "Keras: SGD with optional (Nesterov) momentum"),
 }
-_ENTRIES += [RegistryEntry(name, f"keras.optimizers:{cls}", text, "keras") for name, (cls, text) in _KERAS.items()]
+_ENTRIES += [RegistryEntry(name, f"keras.optimizers:{cls}", text, OptimizerKind.KERAS) for name, (cls, text) in _KERAS.items()]
 REGISTRY = {entry.name: entry for entry in _ENTRIES}
 
 
 def list_optimizers(pattern: str = "*", *, kind: str | None = None) -> list[tuple[str, str]]:
-    """(name, one-line description) of every registered optimizer whose name matches the glob `pattern`."""
+    """(name, one-line description) of every registered optimizer whose name matches the glob `pattern`
+    and, given a `kind` ("wrapper" or an `OptimizerKind`), of that kind."""
     pattern = check_string("pattern", pattern)
     if kind is not None:
-        kind = check_choice("kind", kind, sorted({entry.kind for entry in _ENTRIES}))
+        kind = _checked_kind(kind)
     return [
         (entry.name, entry.description)
         for entry in _ENTRIES
@@ -130,39 +178,22 @@ def _parse(name: str) -> list[RegistryEntry]:
     if key in REGISTRY:
         return [REGISTRY[key]]
     wrapper, _, rest = key.partition("_")
-    if rest and wrapper in REGISTRY and REGISTRY[wrapper].kind == "wrapper":
+    if rest and wrapper in REGISTRY and REGISTRY[wrapper].kind is OptimizerKind.WRAPPER:
         return [REGISTRY[wrapper], *_parse(rest)]
     close = [n for n in REGISTRY if n[:3] == key[:3]] or sorted(REGISTRY)
     raise ValueError(f"unknown optimizer name {name!r}; registered names include {close}")
 
 
-def _accepts(cls, option: str) -> bool:
-    if option in ("self", "inner_optimizer", "args", "kwargs"):
-        return False
-    # Options a constructor passes on through **kwargs (fused_updates, weight_decay, ...) are its
-    # bases' parameters; a wrapper's stop at OptimizerWrapper (Keras's own options are the inner one's).
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = inspect.signature(klass.__init__).parameters
-        if option in parameters:
-            return True
-        passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        if not passes_on or klass.__name__ == "OptimizerWrapper":
-            return False
-    return False
-
-
 def _build(entries: list[RegistryEntry], overrides: dict, full_name: str):
     *wrappers, base = entries
-    if base.kind == "wrapper":
+    if base.kind is OptimizerKind.WRAPPER:
         raise ValueError(f"{full_name!r} names a wrapper without an optimizer to wrap, e.g. '{base.name}_adam'")
     per_entry = []
     for entry in entries:
-        if entry.kind == "keras":
+        if entry.kind is OptimizerKind.KERAS:  # the innermost; Keras checks (and names) what it does not take
             options, overrides = overrides, {}
         else:
-            options = {o: overrides.pop(o) for o in list(overrides) if _accepts(entry.cls, o)}
+            options = {o: overrides.pop(o) for o in list(overrides) if o in entry.options}
         per_entry.append(options or dict(entry.defaults))
     if overrides:
         raise ValueError(f"no optimizer in {full_name!r} takes the options {sorted(overrides)}")
@@ -194,8 +225,8 @@ def keras_names() -> list[str]:
     """The names `register_keras_names` gives Keras: every registry name, and each wrapper
     around each optimizer ("lookahead_radam", "ema_adam"). Deeper compositions
     ("lookahead_clipping_radam") are `lepton_keras.optimizers.get`'s only."""
-    wrappers = [entry.name for entry in _ENTRIES if entry.kind == "wrapper"]
-    optimizers = [entry.name for entry in _ENTRIES if entry.kind != "wrapper"]
+    wrappers = [entry.name for entry in _ENTRIES if entry.kind is OptimizerKind.WRAPPER]
+    optimizers = [entry.name for entry in _ENTRIES if entry.kind is not OptimizerKind.WRAPPER]
     return list(REGISTRY) + [f"{wrapper}_{optimizer}" for wrapper in wrappers for optimizer in optimizers]
 
 
@@ -212,6 +243,6 @@ def register_keras_names() -> None:
     keras_takes = keras_optimizer_names()
     custom_objects = keras.saving.get_custom_objects()
     for name in keras_names():
-        if REGISTRY.get(name) and REGISTRY[name].kind == "keras" and (keras_takes is None or name in keras_takes):
+        if REGISTRY.get(name) and REGISTRY[name].kind is OptimizerKind.KERAS and (keras_takes is None or name in keras_takes):
             continue
         custom_objects.setdefault(name, _OptimizerByName(name))
