@@ -488,3 +488,52 @@ def test_jit_compiled_equals_not_compiled(name, options):
         np.testing.assert_allclose(a, b, atol=1e-6)
     for a, b in zip(compiled.optimizer.variables, plain.optimizer.variables):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)
+
+
+# --- one pass through a stack ------------------------------------------------------------------
+
+
+def count_context_switches(monkeypatch, strategy):
+    """Counts merge_call entries, call_for_each_replica entries and batched all-reduces (counting only)."""
+    counts = {"merge_call": 0, "call_for_each_replica": 0, "batch_reduce_to": 0}
+
+    def counted(name, method):
+        def call(*args, **kwargs):
+            counts[name] += 1
+            return method(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(tf.distribute.ReplicaContext, "merge_call",
+                        counted("merge_call", tf.distribute.ReplicaContext.merge_call))
+    for name in ("call_for_each_replica", "batch_reduce_to"):
+        monkeypatch.setattr(strategy.extended, name, counted(name, getattr(strategy.extended, name)))
+    return counts
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Lookahead(GradientClipping(keras.optimizers.Adam(0.0625), global_norm=0.5), sync_period=2),
+    lambda: Lookahead(GradientAccumulation(GradientClipping(keras.optimizers.Adam(0.0625), global_norm=0.5)),
+                      sync_period=2),
+], ids=["lookahead_clipping_adam", "lookahead_accumulation_clipping_adam"])
+def test_a_three_level_stack_enters_cross_replica_context_once_per_step(make, monkeypatch):
+    strategy = get_strategy("mirrored", cpu_replicas=2)
+    params, grads = random_problem(seed=13, steps=1)
+    with strategy.scope():
+        variables = [keras.Variable(np.float32(p)) for p in params]
+        optimizer = make()
+        optimizer.build(variables)
+
+    @tf.function(autograph=False)
+    def step(step_grads):
+        # Each replica holds half of the global gradient (distinct tensors, as in training).
+        strategy.run(lambda *gs: optimizer.apply([g / 2 for g in gs], variables), args=tuple(step_grads))
+
+    counts = count_context_switches(monkeypatch, strategy)
+    step([tf.constant(np.float32(g)) for g in grads[0]])  # traced once: the counts are one step's
+    all_reduces = counts["batch_reduce_to"]
+    assert all_reduces == 1, counts  # the gradients, summed across replicas once
+    # Every replica thread calls merge_call for one entry into cross-replica context. On CPU devices
+    # the all-reduce itself is one such entry; the update of the whole stack is the one other.
+    assert counts["merge_call"] % strategy.num_replicas_in_sync == 0, counts
+    assert counts["merge_call"] // strategy.num_replicas_in_sync - all_reduces == 1, counts
+    assert counts["call_for_each_replica"] == 1, counts  # strategy.run's own; no level re-enters replica context

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from lepton_keras.callbacks.learning_rate import innermost_optimizer
+from lepton_keras.distribute.keras_compat import set_attribute_untracked
 from lepton_keras.validation import invalid
 
 ATTRIBUTES = ("beta_1", "momentum")  # the first the optimizer has; PyTorch's OneCycleLR picks the same
@@ -142,7 +143,7 @@ class CycleMomentum(keras.callbacks.Callback):
 
         def run(*args, **kwargs):
             # Bypasses the optimizer's attribute tracking: the variable must not join its saved state.
-            object.__setattr__(optimizer, attribute, variable)
+            set_attribute_untracked(optimizer, attribute, variable)
             try:
                 return train_function(*args, **kwargs)
             finally:

@@ -48,6 +48,15 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    value), which the learning-rate callbacks scale through its multiplier; and the epoch
    `fit` starts from (`start_fit_at_epoch`), which Keras's own BackupAndRestore sets and
    `lepton_keras.callbacks.WorkerBackupAndRestore` sets the same way when it resumes.
+
+6. The optimizer bookkeeping `OptimizerWrapper` needs and Keras keeps private:
+   `optimizer_built_variables` (the variables an optimizer was built with, which `apply`
+   uses when given none), `optimizer_variable_index` (a variable's position among them,
+   which finds its slots; KeyError for another variable) and `optimizer_step_counter`
+   (the variable behind `iterations`, which a wrapper counts its steps in).
+   `set_attribute_untracked` sets an attribute past Keras's automatic tracking, for
+   `lepton_keras.callbacks.CycleMomentum`'s stand-in hyperparameter, which must not
+   join the optimizer's saved state.
 """
 
 from __future__ import annotations
@@ -336,3 +345,23 @@ def keras_optimizer_names() -> set[str] | None:
                 and all(isinstance(key, str) and isinstance(item, type) for key, item in value.items())):  # fmt: skip
             return {name.lower() for name in value}
     return None
+
+
+def optimizer_built_variables(optimizer) -> list:
+    """The variables `optimizer` was built with (what Keras's `apply` uses when given none)."""
+    return optimizer._trainable_variables
+
+
+def optimizer_variable_index(optimizer, variable) -> int:
+    """The position of `variable` among the variables `optimizer` was built with; KeyError for another."""
+    return optimizer._get_variable_index(variable)
+
+
+def optimizer_step_counter(optimizer):
+    """The variable behind `optimizer.iterations` (which is a quotient when Keras accumulates gradients)."""
+    return optimizer._iterations
+
+
+def set_attribute_untracked(obj, name: str, value) -> None:
+    """Sets `obj.name = value` past Keras's automatic tracking (a variable so set joins no saved state)."""
+    object.__setattr__(obj, name, value)

@@ -12,8 +12,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from lepton_keras.distribute.keras_compat import excluded_from_weight_decay
-from lepton_keras.optimizers.wrapper import OptimizerWrapper, _keras_update
+from lepton_keras.optimizers.wrapper import OptimizerWrapper
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -56,29 +55,15 @@ class FusedUpdates(OptimizerWrapper):
         super().__init__(inner_optimizer, name=name, **kwargs)
         self._per_copy = _CompiledPerCopy()
 
-    def apply_in_cross_replica(self, distribution, gradients, variables):
-        inner = self.inner_optimizer
-        if not self.fused_updates or isinstance(inner, OptimizerWrapper):
-            self.apply_inner(distribution, gradients, variables)
-            return
-        learning_rate = inner.learning_rate
-        for gradient, variable in zip(gradients, variables):
-            decay = inner.weight_decay is not None and not excluded_from_weight_decay(inner, variable)
-            distribution.extended.update(
-                variable.value, functools.partial(self._fused_update, decay=decay), args=(gradient, learning_rate),
-                group=False,
-            )
-        for variable in variables:
-            if variable.constraint is not None:
-                variable.assign(variable.constraint(variable))
-        inner.iterations.assign_add(1)
-
-    def _fused_update(self, variable, gradient, learning_rate, *, decay):
+    def update_inner_copy(self, variable, gradient, learning_rate, *, decay):
         """The inner update of one device's copy of a variable, through that copy's compiled function."""
+        if not self.fused_updates:
+            super().update_inner_copy(variable, gradient, learning_rate, decay=decay)
+            return
         key = (variable.ref(), decay)
         compiled = self._per_copy.functions.get(key)
         if compiled is None:
-            update = functools.partial(_keras_update, self.inner_optimizer, variable, decay=decay)
+            update = functools.partial(super().update_inner_copy, variable, decay=decay)
             compiled = tf.function(update, jit_compile=True, autograph=False)
             self._per_copy.functions[key] = compiled
         if isinstance(learning_rate, keras.Variable):

@@ -71,6 +71,9 @@ class GradientAccumulation(OptimizerWrapper):
         arXiv:1706.02677.
     """
 
+    # The inner levels update from the accumulated mean, not from this micro-batch's gradient.
+    passes_step_gradients_inward = False
+
     def __init__(self, inner_optimizer, *, steps=2, name="gradient_accumulation", **kwargs):
         steps = check_int("steps", steps, minimum=1)
         super().__init__(inner_optimizer, name=name, **kwargs)
@@ -83,7 +86,7 @@ class GradientAccumulation(OptimizerWrapper):
         self._accumulators = [self.add_variable_from_reference(v, "accumulated_gradient") for v in variables]
 
     def apply_in_cross_replica(self, distribution, gradients, variables):
-        accumulators = [self._accumulators[self._get_variable_index(v)] for v in variables]
+        accumulators = self.slots_of(self._accumulators, variables)
         micro_batch = snapshot(self.iterations)  # 0-based index of this micro-batch
         first = ops.equal(micro_batch % self.steps, 0)
         last = ops.equal((micro_batch + 1) % self.steps, 0)
@@ -92,12 +95,12 @@ class GradientAccumulation(OptimizerWrapper):
                          variables, gradients, accumulators)
 
         def update():
-            # Each device's update reads its own copy of the mean gradient.
+            # Each device's update reads its own copy of the mean gradient; the inner levels'
+            # transforms run on it here (passes_step_gradients_inward is False).
             self.apply_inner(distribution, [a.value for a in accumulators], variables)
 
-        # In cross-replica context: a nested wrapper's update calls merge_call, which a
-        # conditional in replica context does not allow (the pattern of Keras's
-        # LossScaleOptimizer).
+        # In cross-replica context, where the whole stack's update runs (the pattern of Keras's
+        # LossScaleOptimizer), so the conditional holds no collective of replica context.
         tf.cond(last, update, lambda: None)
 
     def get_config(self):

@@ -82,7 +82,7 @@ class Lookahead(OptimizerWrapper):
         self._slow_weights = [self.add_variable_from_reference(v, "slow_weight") for v in variables]
 
     def apply_in_cross_replica(self, distribution, gradients, variables):
-        slow_weights = [self._slow_weights[self._get_variable_index(v)] for v in variables]
+        slow_weights = self.slots_of(self._slow_weights, variables)
         counter = self.innermost_optimizer.iterations
         updates_before = snapshot(counter)
         # The slow weights start as the weights before the first update (set here rather

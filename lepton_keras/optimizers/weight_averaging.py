@@ -81,7 +81,7 @@ class WeightAveraging(OptimizerWrapper):
         raise NotImplementedError
 
     def apply_in_cross_replica(self, distribution, gradients, variables):
-        averages = [self._averages[self._get_variable_index(v)] for v in variables]
+        averages = self.slots_of(self._averages, variables)
         counter = self.innermost_optimizer.iterations
         updates_before = snapshot(counter)
         self.apply_inner(distribution, gradients, variables)
@@ -100,20 +100,13 @@ class WeightAveraging(OptimizerWrapper):
             raise ValueError(f"the optimizer {self.name!r} has no average yet: it is not built (train first)")
         if isinstance(model_or_variables, keras.Model):
             # The model's trainable variables this optimizer averages (frozen ones it never saw).
-            variables = [v for v in model_or_variables.trainable_variables if self._tracks(v)]
+            variables = [v for v in model_or_variables.trainable_variables if self.tracks(v)]
         else:
             variables = list(model_or_variables)
-            untracked = [v.path for v in variables if not self._tracks(v)]
+            untracked = [v.path for v in variables if not self.tracks(v)]
             if untracked:
                 raise ValueError(f"these variables are not averaged by {self.name!r}; received {untracked}")
-        return [(v, self._averages[self._get_variable_index(v)]) for v in variables]
-
-    def _tracks(self, variable) -> bool:
-        try:
-            self._get_variable_index(variable)
-        except KeyError:
-            return False
-        return True
+        return list(zip(variables, self.slots_of(self._averages, variables)))
 
     @contextlib.contextmanager
     def swap_average_weights(self, model_or_variables):

@@ -12,8 +12,13 @@ crashes under MirroredStrategy (keras-team/keras#20582). A wrapper instead:
    optimizer's `update_step` (or the inner wrapper's own update), then its own state
    (slow weights, averages, accumulators).
 
-Wrappers compose: `Lookahead(GradientClipping(RAdam()))` sums once, clips once and
-updates once per step.
+Wrappers compose in one pass, like optax's `chain`: `Lookahead(GradientClipping(RAdam()))`
+sums once, runs every level's `transform_gradients` in replica context from the outside
+in, enters cross-replica context once (one `merge_call`), and there runs every level's
+`apply_in_cross_replica` from the outside in, each calling the next through `apply_inner`.
+A level that hands its inner levels something other than this step's gradients
+(GradientAccumulation: the accumulated mean, `passes_step_gradients_inward = False`) has
+their transforms run on that, in its cross-replica part, on each device's copies.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from lepton_keras.distribute.keras_compat import excluded_from_weight_decay
+from lepton_keras.distribute.keras_compat import (
+    excluded_from_weight_decay,
+    optimizer_built_variables,
+    optimizer_step_counter,
+    optimizer_variable_index,
+)
 from lepton_keras.optimizers import base
 from lepton_keras.validation import check_bool, invalid
 
@@ -68,8 +78,11 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         transform_gradients(gradients, variables) -> gradients   (replica context, global gradients)
         build(variables)                                          (create own state; call super().build)
         apply_in_cross_replica(distribution, gradients, variables) (default: the inner update)
-    and use `self.apply_inner(...)`, `self.update_each(...)` and `self.update_in_place(...)` (a pure
-    per-variable function, XLA-compiled when `fused_updates`) inside it.
+        update_inner_copy(variable, gradient, learning_rate, decay) (one device's copy, a Keras inner)
+        passes_step_gradients_inward                              (False: see the module docstring)
+    and use `self.apply_inner(...)`, `self.update_each(...)`, `self.slots_of(...)` and
+    `self.update_in_place(...)` (a pure per-variable function, XLA-compiled when `fused_updates`)
+    inside it.
 
     Args:
         inner_optimizer: a Keras optimizer (built-in or lepton_keras), a wrapper, or a name
@@ -79,6 +92,9 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
             The inner optimizer's update is fused by its own option (or by `FusedUpdates`).
         name: the optimizer's name.
     """
+
+    # Whether the inner levels update from this step's gradients, as transformed here.
+    passes_step_gradients_inward = True
 
     def __init__(self, inner_optimizer, *, fused_updates: bool = True, name: str | None = None, **kwargs):
         inner = _checked_inner(inner_optimizer)
@@ -112,7 +128,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return super().variables + self.inner_optimizer.variables
 
     def build(self, variables):
         super().build(variables)
@@ -129,7 +145,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("call optimizer.build(variables) or pass the variables on the first apply")
-            trainable_variables = self._trainable_variables
+            trainable_variables = optimizer_built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
             with keras.name_scope(self.name, caller=self):
@@ -146,19 +162,23 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         if context is None:
             raise ValueError("apply() must be called in a replica context (inside strategy.run or a train step)")
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        self._apply_global(gradients, variables)
-
-    def _apply_global(self, gradients, variables):
-        """Replica context, gradients already summed across replicas."""
         with keras.name_scope(self.name, caller=self):
-            gradients = self.transform_gradients(gradients, variables)
-            tf.distribute.get_replica_context().merge_call(
-                functools.partial(self._apply_and_count, variables=variables), args=(gradients,)
-            )
+            gradients = self.transform_stack(gradients, variables)
+            # The one entry into cross-replica context for the whole stack.
+            context.merge_call(functools.partial(self.update_stack, variables=variables), args=(gradients,))
 
-    def _apply_and_count(self, distribution, gradients, variables):
+    def transform_stack(self, gradients, variables):
+        """This level's `transform_gradients`, then those of the inner levels that update from them."""
+        gradients = self.transform_gradients(gradients, variables)
+        inner = self.inner_optimizer
+        if self.passes_step_gradients_inward and isinstance(inner, OptimizerWrapper):
+            return inner.transform_stack(gradients, variables)
+        return gradients
+
+    def update_stack(self, distribution, gradients, variables):
+        """This level's cross-replica part (and through `apply_inner` the inner levels'), then its count."""
         self.apply_in_cross_replica(distribution, gradients, variables)
-        self._iterations.assign_add(1)
+        optimizer_step_counter(self).assign_add(1)
 
     def transform_gradients(self, gradients, variables):
         """Returns the gradients the update uses (replica context; the same on every replica)."""
@@ -174,14 +194,16 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         """One step of the inner optimizer from the global `gradients` (cross-replica context)."""
         inner = self.inner_optimizer
         if isinstance(inner, OptimizerWrapper):
-            distribution.extended.call_for_each_replica(inner._apply_global, args=(gradients, variables))
+            if not self.passes_step_gradients_inward:
+                gradients = _on_each_device(distribution, inner.transform_stack, gradients, variables)
+            inner.update_stack(distribution, gradients, variables)
             return
         learning_rate = inner.learning_rate
         for gradient, variable in zip(gradients, variables):
             decay = inner.weight_decay is not None and not excluded_from_weight_decay(inner, variable)
             distribution.extended.update(
                 variable.value,
-                functools.partial(_keras_update, inner, decay=decay),
+                functools.partial(self.update_inner_copy, decay=decay),
                 args=(gradient, learning_rate),
                 group=False,
             )
@@ -189,6 +211,26 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
             if variable.constraint is not None:
                 variable.assign(variable.constraint(variable))
         inner.iterations.assign_add(1)
+
+    def update_inner_copy(self, variable, gradient, learning_rate, *, decay: bool):
+        """A Keras inner optimizer's update of one device's copy of a variable, decoupled decay first."""
+        inner = self.inner_optimizer
+        if decay:
+            rate = ops.cast(learning_rate, variable.dtype) * ops.cast(inner.weight_decay, variable.dtype)
+            variable.assign(variable - variable * rate)
+        inner.update_step(gradient, variable, learning_rate)
+
+    def slots_of(self, slots, variables):
+        """The entries of `slots` (one per variable this optimizer was built with) for `variables`."""
+        return [slots[optimizer_variable_index(self, variable)] for variable in variables]
+
+    def tracks(self, variable) -> bool:
+        """Whether this optimizer was built with `variable`."""
+        try:
+            optimizer_variable_index(self, variable)
+        except KeyError:
+            return False
+        return True
 
     def update_in_place(self, function, targets, *args, **kwargs):
         """Assigns a pure per-variable `function(*args, **kwargs)` to `targets`, in one XLA kernel when
@@ -229,9 +271,21 @@ def _on_device_copies(function, variable, *args):
     return function(variable, *(base.device_copy(arg, variable.device) for arg in args))
 
 
-def _keras_update(optimizer, variable, gradient, learning_rate, *, decay: bool):
-    """A Keras optimizer's update of one device's copy of a variable, decoupled decay first."""
-    if decay:
-        rate = ops.cast(learning_rate, variable.dtype) * ops.cast(optimizer.weight_decay, variable.dtype)
-        variable.assign(variable - variable * rate)
-    optimizer.update_step(gradient, variable, learning_rate)
+def _on_each_device(distribution, transform, gradients, variables):
+    """`transform(gradients, variables)` in cross-replica context, on each device's copies.
+
+    The same operations on the same device as in replica context: under `tf.device`, a
+    mirrored variable reads its copy on that device. Returns distributed values.
+    """
+    if not tf.distribute.has_strategy():
+        return transform(gradients, variables)
+    devices = distribution.extended.worker_devices
+    local_gradients = [distribution.experimental_local_results(g) for g in gradients]
+    per_device = []
+    for index, device in enumerate(devices):
+        with tf.device(device):
+            per_device.append(transform([local[index] for local in local_gradients], variables))
+    # Replica ids are global; this worker's devices are `devices`, in replica order.
+    return distribution.experimental_distribute_values_from_function(
+        lambda context: per_device[context.replica_id_in_sync_group % len(devices)]
+    )
