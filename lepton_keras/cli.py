@@ -95,7 +95,8 @@ def _lr_find(args: argparse.Namespace) -> int:
         seed=args.seed,
     )  # fmt: skip
     print(data.describe())
-    print(f"{strategy.num_replicas_in_sync} replica(s), global batch {args.batch_size}, {args.steps} steps")
+    plan = _or_usage_error(parser, data.input_plan, args.batch_size, strategy=strategy)  # the data path's checks
+    print(f"{plan.replicas} replica(s), global batch {plan.global_batch_size}, {args.steps} steps")
     train = _or_usage_error(
         parser, data.train_dataset, args.batch_size, strategy=strategy, seed=args.seed, one_hot=True
     )

@@ -33,7 +33,8 @@ import tensorflow as tf
 from lepton_keras.data.augment import augment_dataset
 from lepton_keras.data.epochs import epoch_dataset
 from lepton_keras.distribute import cluster
-from lepton_keras.validation import check_bool, check_choice, check_int, check_strategy, invalid
+from lepton_keras.distribute.input_plan import InputPlan, worker_shard
+from lepton_keras.validation import check_bool, check_choice, check_int, invalid
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (32, 32, 3)
@@ -120,27 +121,19 @@ class Cifar10:
             ValueError: a bad argument, or a global batch larger than the training images
                 (of this worker's shard), which would train nothing.
         """
-        per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
+        plan = self.input_plan(global_batch_size, strategy=strategy, per_worker_pipelines=per_worker_pipelines)
         shuffle, one_hot = check_bool("shuffle", shuffle), check_bool("one_hot", one_hot)
         augment, repeat = check_bool("augment", augment), check_bool("repeat", repeat)
         seed = check_int("seed", seed, minimum=0)
-        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-        if not per_worker_pipelines:
-            return self._pipeline(0, 1, global_batch_size, 1, shuffle, seed, one_hot, augment, repeat)
+        options = (shuffle, seed, one_hot, augment, repeat)
+        if not plan.per_worker_pipelines:
+            return self._pipeline(plan, *options)
 
         def pipeline_for_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            batch = context.get_per_replica_batch_size(global_batch_size)
-            local_replicas = replicas // context.num_input_pipelines
-            if self.shard[1] == context.num_input_pipelines:  # loaded as this worker's shard
-                index, count = 0, 1
-            elif self.shard[1] == 1:
-                index, count = context.input_pipeline_id, context.num_input_pipelines
-            else:
-                raise ValueError(
-                    f"the images were loaded as shard {self.shard[0]} of {self.shard[1]}, but the strategy "
-                    f'has {context.num_input_pipelines} input pipeline(s); load them with shard="auto"'
-                )
-            return self._pipeline(index, count, batch, local_replicas, shuffle, seed, one_hot, augment, repeat)
+            # Images loaded as this worker's shard are its own; of the whole set, it takes its own.
+            holds_its_shard = self.shard[1] > 1
+            worker_plan = plan if holds_its_shard else plan.for_worker(context.input_pipeline_id)
+            return self._pipeline(worker_plan, *options)
 
         return strategy.distribute_datasets_from_function(pipeline_for_worker)
 
@@ -149,51 +142,31 @@ class Cifar10:
 
         Pass it to `model.fit(steps_per_epoch=...)` with `train_dataset(..., repeat=True)`.
         """
-        per_worker_pipelines = self._per_worker_pipelines(global_batch_size, strategy, per_worker_pipelines)
-        images, pipelines = self._images_per_pipeline(strategy, per_worker_pipelines)
-        return images // (global_batch_size // pipelines)
+        plan = self.input_plan(global_batch_size, strategy=strategy, per_worker_pipelines=per_worker_pipelines)
+        return plan.steps_per_epoch
 
-    def _images_per_pipeline(self, strategy, per_worker_pipelines: bool) -> tuple[int, int]:
-        """(training images each input pipeline reads, number of input pipelines)."""
-        if not per_worker_pipelines:
-            return len(self.train_labels), 1
-        pipelines = strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
-        if self.shard[1] == pipelines:  # loaded as this worker's shard: the shards are equal
-            return len(self.train_labels), pipelines
-        return len(self.train_labels) // pipelines, pipelines
+    def input_plan(
+        self, global_batch_size: int, *, strategy=None, per_worker_pipelines: bool | None = None
+    ) -> InputPlan:
+        """How `train_dataset` with the same arguments reads these images: shards, batches, steps.
 
-    def _per_worker_pipelines(self, global_batch_size, strategy, per_worker_pipelines) -> bool:
-        """Checks the arguments; whether each worker feeds its replicas from its own pipeline."""
-        check_strategy("strategy", strategy)
-        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-        allowed = f"a positive multiple of the {replicas} replica(s)"
-        if check_int("global_batch_size", global_batch_size, minimum=1) % replicas:
-            raise invalid("global_batch_size", global_batch_size, allowed)
-        if per_worker_pipelines is None:
-            per_worker_pipelines = replicas > 1 and len(strategy.extended.worker_devices) < replicas
-        per_worker_pipelines = check_bool("per_worker_pipelines", per_worker_pipelines)
-        if per_worker_pipelines and strategy is None:
-            raise invalid("per_worker_pipelines", per_worker_pipelines, "False or None without a strategy")
-        if not per_worker_pipelines and self.shard[1] > 1:
-            raise ValueError(
-                f"these images are shard {self.shard[0]} of {self.shard[1]}; feed them with "
-                "per_worker_pipelines=True (the default under a multi-worker strategy)"
-            )
-        images, pipelines = self._images_per_pipeline(strategy, per_worker_pipelines)
-        if global_batch_size // pipelines > images:  # an empty dataset: a fit would train nothing
-            shards = f" ({images} in each of the {pipelines} workers' shards)" if pipelines > 1 else ""
-            allowed = f"at most the {images * pipelines} training images{shards}"
-            raise invalid("global_batch_size", global_batch_size, allowed)
-        return per_worker_pipelines
+        Raises:
+            ValueError: a bad argument, images loaded as a shard that this strategy's workers do
+                not match, or a global batch larger than the training images (of a shard).
+        """
+        return InputPlan.from_strategy(
+            global_batch_size, strategy, examples=len(self.train_labels), held_shard=self.shard,
+            per_worker_pipelines=per_worker_pipelines,
+        )  # fmt: skip
 
-    def _pipeline(self, index, count, batch_size, local_replicas, shuffle, seed, one_hot, augment, repeat):
-        """Batches of shard `index` of `count`, each step giving `local_replicas` whole batches."""
-        # Equal shards, so that every worker runs the same number of steps.
-        equal = len(self.train_labels) - len(self.train_labels) % count
-        images, labels = self.train_images[:equal][index::count], self.train_labels[:equal][index::count]
-        size = len(labels) - len(labels) % (batch_size * local_replicas)
+    def _pipeline(self, plan: InputPlan, shuffle, seed, one_hot, augment, repeat) -> tf.data.Dataset:
+        """The batches of `plan`'s worker: `plan.pipeline_batches_per_step` of them a step."""
+        images, labels = self.train_images, self.train_labels
+        if self.shard[1] == 1:  # the whole set: take this worker's shard
+            images, labels = images[plan.shard], labels[plan.shard]
+        size = plan.steps_per_epoch * plan.per_worker_batch
         images, labels = tf.constant(images[:size]), tf.constant(labels[:size])
-        worker = self.shard[0] + index  # each worker draws its own augmentation
+        worker = plan.worker_index  # each worker draws its own augmentation
 
         def one_epoch(epoch):
             # Everything random in epoch e is a pure function of (seed, e): a restarted job
@@ -209,14 +182,11 @@ class Cifar10:
             return epoch_data
 
         dataset = epoch_dataset(one_epoch, repeat=repeat)
-        dataset = _batch_and_scale(dataset, batch_size, drop_remainder=True, one_hot=one_hot)
-        steps = tf.data.INFINITE_CARDINALITY if repeat else size // batch_size
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-        if local_replicas > 1:
-            # A distributed dataset reports the number of per-replica batches as its length,
-            # local_replicas times the number of steps; an unknown length makes Keras run
-            # until the data ends instead.
-            dataset = dataset.filter(lambda images, labels: True)
+        dataset = _batch_and_scale(dataset, plan.pipeline_batch_size, drop_remainder=True, one_hot=one_hot)
+        batches = tf.data.INFINITE_CARDINALITY if repeat else plan.steps_per_epoch * plan.pipeline_batches_per_step
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+        if plan.pipeline_batches_per_step > 1:
+            dataset = _hide_length(dataset)
         return dataset
 
     def validation_dataset(self, global_batch_size: int, *, one_hot: bool = False) -> tf.data.Dataset:
@@ -228,6 +198,16 @@ class Cifar10:
         one_hot = check_bool("one_hot", one_hot)
         dataset = tf.data.Dataset.from_tensor_slices((self.validation_images, self.validation_labels))
         return _batch_and_scale(dataset, global_batch_size, drop_remainder=False, one_hot=one_hot)
+
+
+def _hide_length(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with an unknown length, for a pipeline that feeds several replicas a step.
+
+    Keras takes a distributed dataset's length for the steps of an epoch, but that length is the
+    number of per-replica batches, local replicas times the steps, so Keras would run out of
+    data mid-epoch. With an unknown length it runs until the data ends: the epoch.
+    """
+    return dataset.filter(lambda images, labels: True)
 
 
 def _batch_and_scale(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool, one_hot: bool):
@@ -309,9 +289,7 @@ def _shard(indices: np.ndarray, train_limit: int | None, shard: tuple[int, int],
     if train_limit is not None:
         chosen = np.random.default_rng(seed + 1).permutation(len(indices))[:train_limit]
         indices = np.sort(indices[chosen])
-    index, count = shard
-    # Equal shards, so that every worker runs the same number of steps.
-    return indices[: len(indices) - len(indices) % count][index::count]
+    return indices[worker_shard(len(indices), *shard)]
 
 
 def _tfds_data_dir(data_dir: str | None) -> str:

@@ -54,10 +54,18 @@ def per_replica_batch_size(global_batch: int, strategy=None) -> int:
         >>> per_replica_batch_size(256, 4)
         64
     """
-    replicas = _replica_count(strategy)
-    global_batch = check_int("global_batch", global_batch, minimum=1)
+    return check_global_batch("global_batch", global_batch, _replica_count(strategy))
+
+
+def check_global_batch(name: str, global_batch, replicas: int) -> int:
+    """The per-replica batch of `global_batch`, an integer >= 1 and a multiple of `replicas`.
+
+    Raises:
+        ValueError: naming `name`, when `global_batch` is not.
+    """
+    global_batch = check_int(name, global_batch, minimum=1)
     if global_batch % replicas:
-        raise invalid("global_batch", global_batch, f"a multiple of the {replicas} replica(s)")
+        raise invalid(name, global_batch, f"a multiple of the {replicas} replica(s)")
     return global_batch // replicas
 
 
