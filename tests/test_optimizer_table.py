@@ -57,37 +57,38 @@ def _error_relative_to_the_displacement(ours, reference, start):
     return max(float(np.max(np.abs(a - b)) / np.max(np.abs(b - p))) for a, b, p in zip(ours, reference, start))
 
 
-@_by_name(SPECS)
-@pytest.mark.parametrize("decay", [False, True], ids=["plain", "decay"])
-def test_matches_float64_reference(spec, decay):
-    if decay and spec.decay_options is None:
-        pytest.skip(f"{spec.name} has no weight decay")
-    options = {**spec.options, **(spec.decay_options if decay else {})}
-    params, grads = _random_problem(seed=7)
-    ours = _run_ours(spec, options, params, grads)
+def _with_and_without_decay(specs):
+    """(spec, decay) for every spec without weight decay, and with it where the row has decay options."""
+    cases = [(spec, decay) for spec in specs for decay in (False, True) if not decay or spec.decay_options is not None]
+    return pytest.mark.parametrize(
+        "spec, decay", cases, ids=[f"{spec.name}-{'decay' if decay else 'plain'}" for spec, decay in cases]
+    )
+
+
+def _ours_and_reference(spec, options, seed, dtype):
+    """Our optimizer and the row's float64 reference over the same random problem: (ours, reference, start)."""
+    params, grads = _random_problem(seed)
+    ours = _run_ours(spec, options, params, grads, dtype=dtype)
     reference = spec.reference([p.copy() for p in params], grads, **options)
     moved = max(float(np.max(np.abs(r - p))) for r, p in zip(reference, params))
     assert moved > 1e-3, "the reference did not move the parameters: the comparison would prove nothing"
+    return ours, reference, params
+
+
+@_with_and_without_decay(SPECS)
+def test_matches_float64_reference(spec, decay):
+    options = {**spec.options, **(spec.decay_options if decay else {})}
+    ours, reference, _ = _ours_and_reference(spec, options, seed=7, dtype="float32")
     assert _relative_error(ours, reference) < spec.tolerance
 
 
-FLOAT64_SPECS = [spec for spec in SPECS if spec.float64_options is not None]
-
-
-@_by_name(FLOAT64_SPECS)
-@pytest.mark.parametrize("decay", [False, True], ids=["plain", "decay"])
+@_with_and_without_decay([spec for spec in SPECS if spec.float64_options is not None])
 def test_float64_variables_match_the_float64_reference_to_1e_7(spec, decay):
     # Everyday hyperparameters (0.9, 0.999, 0.9999: not float32 numbers) must reach float64
     # variables without passing through float32 (1 - 0.999 in float32 is 1.3e-5 off, relatively).
-    if decay and spec.decay_options is None:
-        pytest.skip(f"{spec.name} has no weight decay")
     options = {**spec.float64_options, **(spec.decay_options if decay else {})}
-    params, grads = _random_problem(seed=8)
-    ours = _run_ours(spec, options, params, grads, dtype="float64")
-    reference = spec.reference([p.copy() for p in params], grads, **options)
-    moved = max(float(np.max(np.abs(r - p))) for r, p in zip(reference, params))
-    assert moved > 1e-3, "the reference did not move the parameters: the comparison would prove nothing"
-    assert _error_relative_to_the_displacement(ours, reference, params) < 1e-7
+    ours, reference, start = _ours_and_reference(spec, options, seed=8, dtype="float64")
+    assert _error_relative_to_the_displacement(ours, reference, start) < 1e-7
 
 
 def test_every_lepton_optimizer_row_has_float64_options():
