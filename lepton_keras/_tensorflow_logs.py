@@ -25,9 +25,10 @@ _BEFORE_LOGGING = b"WARNING: All log messages before absl::InitializeLog() is ca
 _NO_GPU = b"failed call to cuInit"
 
 
-def quiet_tensorflow_logs() -> None:
-    """TF_CPP_MIN_LOG_LEVEL=2 unless set: TensorFlow's C++ code then prints errors only."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def quiet_tensorflow_logs(environment=None) -> None:
+    """TF_CPP_MIN_LOG_LEVEL=2 in `environment` (default os.environ) unless set there:
+    TensorFlow's C++ code then prints errors only. The launcher passes its workers' environment."""
+    (os.environ if environment is None else environment).setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def startup_noise(lines: list[bytes], *, has_gpu: bool) -> list[bool]:

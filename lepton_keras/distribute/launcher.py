@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 
+from lepton_keras._tensorflow_logs import quiet_tensorflow_logs
 from lepton_keras.distribute._supervisor import STOP_SIGNALS
 from lepton_keras.validation import check_int, check_non_negative, check_positive, check_string, invalid
 
@@ -192,7 +193,7 @@ def launch(
     timeout_seconds = check_positive("timeout_seconds", timeout_seconds, allow_none=True)
     tf_configs = cluster_tf_configs(workers, host)
     base_env.setdefault("PYTHONUNBUFFERED", "1")
-    base_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, 2 lines a worker
+    quiet_tensorflow_logs(base_env)  # TensorFlow's C++ start-up chatter, 2 lines a worker
     output = _Output(out or sys.stdout)
     processes, readers = [], []
     previous_handlers = {}
