@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.cases import tutorial_module
+from tests.support.cases import tutorial_module
 
 
 def adam():

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.harness import REPO_ROOT
+from tests.support.harness import REPO_ROOT
 
 
 def readme_python_blocks() -> list[tuple[int, str]]:

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import lepton_keras
-from tests.cases import tutorial_module
-from tests.harness import REPO_ROOT
+from tests.support.cases import tutorial_module
+from tests.support.harness import REPO_ROOT
 
 TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
 

@@ -12,7 +12,7 @@ import pytest
 
 import lepton_keras
 from lepton_keras.optimizers import registry
-from tests.harness import REPO_ROOT
+from tests.support.harness import REPO_ROOT
 
 
 def run_python(code: str, *, timeout=240) -> str:

@@ -23,14 +23,14 @@ stock Keras 3.15 does nothing about it:
      uninterrupted run's weights;
   4. it restores the epoch but not the data: a rebuilt pipeline reshuffled each epoch
      starts again at its first epoch's order and augmentation (measured 0.07 away from an
-     uninterrupted run on the 2-worker job of tests/test_fault_tolerance.py). The
+     uninterrupted run on the 2-worker job of tests/callbacks/test_fault_tolerance.py). The
      pipelines of `lepton_keras.data` make every epoch a pure function of (seed, epoch),
      and this callback moves them on to the epoch it resumes at (`lepton_keras.data.epochs`);
   5. a job launched again with another number of workers finds no backup of its own (or
      one the others lack), starts from scratch and deletes the backups. Each backup here
      records its worker count, and such a launch stops with an error naming both counts.
 
-Two pieces of Keras's training loop are relied on, both checked by tests/test_checkpoint.py:
+Two pieces of Keras's training loop are relied on, both checked by tests/callbacks/test_checkpoint.py:
 `fit` starts at the epoch BackupAndRestore itself sets (`keras_compat.start_fit_at_epoch`), and calls
 `model.train_function(iterator)` once per step (replaced by a function that only reads
 the batch while the restored batches are skipped).

@@ -1,0 +1,82 @@
+"""The Keras multi-worker fixes: detected by behaviour, applied once, harmless elsewhere."""
+
+import json
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from lepton_keras.distribute import get_strategy, keras_compat
+from tests.support.harness import TrainingCase, launch_workers, max_difference, run_case
+
+CASE = TrainingCase("tests.support.cases:tutorial_cnn_adam", "tests.support.cases:cifar10_sample", steps=3,
+                    global_batch_size=8)  # fmt: skip
+
+
+def test_probes_find_nothing_broken_where_keras_works():
+    # Keras handles a single-worker MirroredStrategy: the "Keras is fixed" path of the probes.
+    strategy = get_strategy("mirrored", cpu_replicas=2)
+    assert keras_compat.symbolic_build_is_broken(strategy) is False
+    assert keras_compat.scalar_mean_is_broken(strategy) is False
+
+
+def test_single_worker_strategies_are_not_patched():
+    keras_compat.unpatch_keras()
+    assert keras_compat.patch_keras_for_multi_worker(get_strategy("mirrored", cpu_replicas=2)) == []
+    assert keras_compat.active_patches() == []
+
+
+def test_patched_functions_leave_single_worker_training_unchanged(monkeypatch):
+    reference = run_case(CASE, replicas=2)
+    build, reduce = keras_compat._SYMBOLIC_BUILD, keras_compat._REDUCE_PER_REPLICA
+    monkeypatch.setattr(build.owner, build.attribute, keras_compat._symbolic_build_from_local_batch)
+    monkeypatch.setattr(reduce.owner, reduce.attribute, keras_compat._reduce_per_replica_across_replicas)
+    assert keras_compat.active_patches() == ["symbolic_build_from_local_batch", "mean_across_replicas"]
+    assert max_difference(reference, run_case(CASE, replicas=2)) == 0.0
+
+
+def test_the_patched_functions_are_found_by_signature_in_the_trainer_keras_model_uses():
+    build, reduce = keras_compat._SYMBOLIC_BUILD, keras_compat._REDUCE_PER_REPLICA
+    assert build.missing is None and reduce.missing is None, (build.missing, reduce.missing)
+    assert build.owner in keras.Model.__mro__
+    # The trainer's fit calls the very function found: Keras's own until a fix replaces it.
+    assert getattr(keras.Model, build.attribute) is build.original
+    assert reduce.owner.__name__ == build.owner.__module__
+
+
+def test_a_function_this_keras_lacks_switches_off_its_fix_only_with_one_warning(monkeypatch):
+    class TrainerOfAnotherRelease:
+        def _maybe_symbolic_build(self, data_batch=None):  # the same name, another signature
+            pass
+
+    target = keras_compat.PatchTarget("a symbolic build", [TrainerOfAnotherRelease], ("self", "iterator", "data_batch"))
+    assert target.owner is None and target.current is None and "iterator" in target.missing
+    target.restore()  # nothing to restore: no error
+    monkeypatch.setattr(keras_compat, "_warned_missing", set())
+    with pytest.warns(RuntimeWarning, match="symbolic_build_from_local_batch.*is off"):
+        keras_compat._warn_missing("symbolic_build_from_local_batch", target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_compat._warn_missing("symbolic_build_from_local_batch", target)  # once per fix
+
+
+@pytest.mark.multiworker
+def test_fit_evaluate_and_predict_work_under_two_workers(tmp_path):
+    launch_workers("tests.support.workers.fit_evaluate_predict", ["--out", str(tmp_path)])
+    results = [json.load(open(os.path.join(tmp_path, f"worker_{i}.json"))) for i in range(2)]
+    for result in results:
+        assert result["strategy"] == "CollectiveAllReduceStrategy" and result["replicas"] == 2
+        # Stock Keras 3 is broken here (keras-team/keras#20585) exactly when a fix is applied.
+        broken = [name for name, is_broken in result["broken"].items() if is_broken]
+        fixes = {"symbolic_build": "symbolic_build_from_local_batch", "scalar_mean": "mean_across_replicas"}
+        assert result["patched_first"] == [fixes[name] for name in broken]
+        assert result["patched_again"] == result["patched_first"]
+        assert result["same_functions_after_second_patch"]
+        assert len(result["history"]["loss"]) == 2 and np.all(np.isfinite(result["history"]["loss"]))
+        assert result["evaluate"]["loss"] == pytest.approx(result["expected_loss"], rel=1e-5)
+        assert result["evaluate"]["mae"] == pytest.approx(result["expected_mae"], rel=1e-5)
+        assert result["predict_rows"] == 70 and result["predict_error"] < 1e-5
+    assert results[0]["weights"] == results[1]["weights"]
+    assert results[0]["history"] == results[1]["history"]
