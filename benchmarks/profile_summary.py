@@ -11,7 +11,10 @@ epoch):
                     their events; with one thread per replica, the time one core computed)
     conv+matmul ms  of it, in convolutions and matrix products (forward and backward)
     all-reduce ms   from start to end of the cross-replica reductions (CollectiveReduceV2 and
-                    kin: the transfer and the wait for the other workers)
+                    kin: the transfer and the wait for the other workers), summed over them
+    hidden ms       of the time some reduction is in flight, the part during which a compute
+                    thread runs a kernel (communication overlapped with the backward pass)
+    exposed ms      the rest: reductions in flight while no kernel computes
     not computing   step ms - compute ms / compute threads in use: the part of the step a
                     replica's core spent waiting (communication, the other worker, the OS)
 
@@ -33,16 +36,32 @@ COLLECTIVE_OPS = ("CollectiveReduceV2", "CollectiveGatherV2", "CollectiveBcastSe
 STEP_EVENTS = ("one_step_on_iterator", "multi_step_on_iterator")
 
 
+def _union(intervals) -> list[tuple[int, int]]:
+    """The disjoint, sorted (start, end) intervals that cover the same time as `intervals`."""
+    merged: list[list[int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged]
+
+
 def _union_length(intervals) -> int:
     """Total length covered by (start, end) intervals."""
-    total, reach = 0, None
-    for start, end in sorted(intervals):
-        if reach is None or start > reach:
-            total += end - start
-            reach = end
-        elif end > reach:
-            total += end - reach
-            reach = end
+    return sum(end - start for start, end in _union(intervals))
+
+
+def _overlap_length(first, second) -> int:
+    """Length of the time covered by both unions of intervals (each disjoint and sorted)."""
+    total, i, j = 0, 0, 0
+    while i < len(first) and j < len(second):
+        start, end = max(first[i][0], second[j][0]), min(first[i][1], second[j][1])
+        total += max(0, end - start)
+        if first[i][1] < second[j][1]:
+            i += 1
+        else:
+            j += 1
     return total
 
 
@@ -55,6 +74,7 @@ def summarize(path: str) -> dict:
         space.ParseFromString(file.read())
     host = next(plane for plane in space.planes if plane.name == "/host:CPU")
     step_durations, gaps, compute_busy, compute_threads, conv, collective = [], [], 0, 0, 0, 0
+    kernel_intervals, collective_intervals = [], []
     for line in host.lines:
         names = [(host.event_metadata[event.metadata_id].name, event) for event in line.events]
         if line.name.startswith("python"):
@@ -68,16 +88,23 @@ def summarize(path: str) -> dict:
             compute_threads += busy > 0
         for name, event in names:
             op_type = name.rsplit(":", 1)[-1] if ":" in name else ""
+            interval = (line.timestamp_ns * 1000 + event.offset_ps,
+                        line.timestamp_ns * 1000 + event.offset_ps + event.duration_ps)
             if op_type in COLLECTIVE_OPS:
                 collective += event.duration_ps
-            elif line.name.startswith("tf_Compute") and ("Conv2D" in op_type or "MatMul" in op_type):
-                conv += event.duration_ps
+                collective_intervals.append(interval)
+            elif line.name.startswith("tf_Compute") and event.duration_ps > 0:
+                kernel_intervals.append(interval)
+                if "Conv2D" in op_type or "MatMul" in op_type:
+                    conv += event.duration_ps
     steps = len(step_durations)
     if not steps:
         raise ValueError(f"{path}: no train step events ({' or '.join(STEP_EVENTS)}) in the profile")
     per_step = 1e9 * steps  # picoseconds to milliseconds per step
     step = sum(step_durations) / per_step
     compute = compute_busy / per_step
+    in_flight = _union(collective_intervals)
+    hidden = _overlap_length(in_flight, _union(kernel_intervals))
     return {
         "steps": steps,
         "step_ms": step,
@@ -86,6 +113,8 @@ def summarize(path: str) -> dict:
         "compute_threads": compute_threads,
         "conv_matmul_ms": conv / per_step,
         "all_reduce_ms": collective / per_step,
+        "hidden_ms": hidden / per_step,
+        "exposed_ms": (_union_length(in_flight) - hidden) / per_step,
         "not_computing_ms": step - compute / max(compute_threads, 1),
     }
 
@@ -98,14 +127,15 @@ def main(argv=None) -> None:
     if not paths:
         sys.exit(f"no *.xplane.pb under {args.profile_dir}/<process>/plugins/profile/")
     print("| process | steps | step ms | between steps ms | compute ms | conv+matmul ms | all-reduce ms "
-          "| not computing ms |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| hidden ms | exposed ms | not computing ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for path in paths:
         process = os.path.relpath(path, args.profile_dir).split(os.sep)[0]
         row = summarize(path)
         print(f"| {process} | {row['steps']} | {row['step_ms']:.1f} | {row['between_steps_ms']:.1f} | "
               f"{row['compute_ms']:.1f} | "
-              f"{row['conv_matmul_ms']:.1f} | {row['all_reduce_ms']:.1f} | {row['not_computing_ms']:.1f} |")
+              f"{row['conv_matmul_ms']:.1f} | {row['all_reduce_ms']:.1f} | {row['hidden_ms']:.1f} | "
+              f"{row['exposed_ms']:.1f} | {row['not_computing_ms']:.1f} |")
 
 
 if __name__ == "__main__":

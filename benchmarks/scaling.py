@@ -4,9 +4,13 @@ Runs the tutorial's CNN (Adam, per-replica batch 64 by default) for a fixed numb
 steps per epoch, two epochs, and times the second one, in three set-ups, each in fresh
 processes with a fixed number of CPU threads per replica:
 
-    single     1 process, 1 replica                      (the baseline)
-    mirrored   1 process, MirroredStrategy over 2 logical CPU devices
-    workers    2 local worker processes (MultiWorkerMirroredStrategy), 1 replica each
+    single                   1 process, 1 replica                      (the baseline)
+    mirrored                 1 process, MirroredStrategy over 2 logical CPU devices
+    workers                  2 local worker processes (MultiWorkerMirroredStrategy), 1 replica each,
+                             Keras's single all-reduce after the backward pass
+    workers_buckets          the same, gradients summed in buckets of --bucket-bytes in backward
+                             order (GradientCommunication), overlapping the backward pass
+    workers_buckets_float16  the same buckets, each summed in float16 (half the bytes)
 
 Every replica sees the same per-replica batch (weak scaling), so N replicas do N times
 the work per step; scaling efficiency = images/s / (N x single-process images/s). The
@@ -16,7 +20,7 @@ one untimed round that writes a TensorFlow profile of every process
 (`profile_summary.py` breaks it down per step).
 
     python benchmarks/scaling.py --data-dir /tmp/cifar10/train --steps 50 --profile-dir /tmp/profiles
-    python benchmarks/scaling.py --communication ring --bytes-per-pack 262144
+    python benchmarks/scaling.py --setups single workers workers_buckets workers_buckets_float16 --bucket-bytes 1048576
 
 On a GPU machine the same script measures GPUs: pass `--threads 0` (TensorFlow's default
 thread pools) and `--setups single workers`; "mirrored" then mirrors over the visible GPUs
@@ -40,7 +44,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-SETUPS = {"single": 1, "mirrored": 2, "workers": 2}
+SETUPS = {"single": 1, "mirrored": 2, "workers": 2, "workers_buckets": 2, "workers_buckets_float16": 2}
 PROFILE_MARGIN = 5  # steps left out of the profile at each end of the timed epoch
 
 
@@ -58,15 +62,21 @@ def worker(args) -> None:
     from benchmarks._tutorial import build_model
     from lepton_keras import data as lepton_data
     from lepton_keras import distribute
+    from lepton_keras.distribute.gradient_communication import (
+        bucket_plan,
+        payload_bytes,
+    )
     from lepton_keras.optimizers import get as get_optimizer
 
+    communication = _gradient_communication(args.setup, args.bucket_bytes)
     if args.setup == "single":
         strategy = distribute.get_strategy("default")
     elif args.setup == "mirrored":
         strategy = distribute.get_strategy("mirrored", cpu_replicas=2 if args.cpu else None)
     else:
         strategy = distribute.get_strategy(
-            "multi_worker", communication=args.communication, bytes_per_pack=args.bytes_per_pack
+            "multi_worker", communication=args.communication, bytes_per_pack=args.bytes_per_pack,
+            gradient_communication=communication,
         )
     replicas = strategy.num_replicas_in_sync
     global_batch = args.per_replica_batch * replicas
@@ -110,6 +120,7 @@ def worker(args) -> None:
     model.fit(train, epochs=2, verbose=0, callbacks=[timer, *([Profile()] if args.profile_dir else [])],
               shuffle=False, steps_per_epoch=steps_per_epoch)
     steps = timer.steps
+    sent = [payload_bytes([int(v.value.shape.num_elements())], [v.dtype], communication) for v in model.trainable_variables]
     result = {
         "setup": args.setup,
         "replicas": replicas,
@@ -117,9 +128,22 @@ def worker(args) -> None:
         "steps": steps,
         "seconds": timer.seconds,
         "images_per_second": steps * global_batch / timer.seconds,
+        # What one replica contributes to the sums per step; a ring sends 2 (R - 1) / R of it.
+        "allreduce_bytes_per_step": sum(sent) if replicas > 1 else 0,
+        "collectives_per_step": len(bucket_plan(sent, communication.bucket_bytes)) if replicas > 1 else 0,
     }
     if distribute.is_chief(strategy):
         print("RESULT " + json.dumps(result), flush=True)
+
+
+def _gradient_communication(setup: str, bucket_bytes: int):
+    from lepton_keras.distribute import GradientCommunication
+
+    if setup == "workers_buckets":
+        return GradientCommunication(bucket_bytes=bucket_bytes)
+    if setup == "workers_buckets_float16":
+        return GradientCommunication(bucket_bytes=bucket_bytes, compression="float16")
+    return GradientCommunication()
 
 
 def run_setup(setup: str, args) -> dict:
@@ -127,7 +151,7 @@ def run_setup(setup: str, args) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    if setup == "workers":
+    if setup.startswith("workers"):
         from lepton_keras.distribute.launcher import launch
 
         log = _Capture()
@@ -156,7 +180,8 @@ class _Capture:
 def _shared_flags(args) -> list[str]:
     flags = ["--steps", str(args.steps), "--per-replica-batch", str(args.per_replica_batch),
              "--threads", str(args.threads), "--communication", args.communication,
-             "--bytes-per-pack", str(args.bytes_per_pack), "--optimizer", args.optimizer,
+             "--bytes-per-pack", str(args.bytes_per_pack), "--bucket-bytes", str(args.bucket_bytes),
+             "--optimizer", args.optimizer,
              "--repeat" if args.repeat else "--no-repeat"]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
@@ -175,7 +200,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per replica (0: TensorFlow's default)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (default: the bundled sample)")
     parser.add_argument("--communication", default="auto", choices=["auto", "ring", "nccl"])
-    parser.add_argument("--bytes-per-pack", type=int, default=0)
+    parser.add_argument("--bytes-per-pack", type=int, default=0, help="TensorFlow's own packing (forward order)")
+    parser.add_argument("--bucket-bytes", type=int, default=1 << 20,
+                        help="bucket size of the workers_buckets* set-ups (default 1 MiB)")
     parser.add_argument("--optimizer", default="adam",
                         help="a lepton_keras.optimizers registry name (default adam: Keras's own)")
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True,
@@ -207,16 +234,18 @@ def main(argv=None) -> None:
             run_setup(setup, args)
     print(f"tutorial CNN, {args.optimizer}, per-replica batch {args.per_replica_batch}, {args.steps} steps per epoch, "
           f"{args.threads or 'default'} thread(s) per replica, {os.cpu_count()} CPUs, communication "
-          f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, "
+          f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, bucket_bytes {args.bucket_bytes}, "
           f"{'repeated dataset' if args.repeat else 'new iterator every epoch'}, median of {args.rounds} round(s)\n")
-    print("| set-up | replicas | images/s | speed-up | scaling efficiency | speed-up per round |\n|---|---|---|---|---|---|")
+    print("| set-up | replicas | images/s | speed-up | scaling efficiency | speed-up per round | all-reduce bytes/step "
+          "| collectives/step |\n|---|---|---|---|---|---|---|---|")
     for setup in args.setups:
         replicas = rounds[0][setup]["replicas"]
         speedups = [r[setup]["images_per_second"] / r["single"]["images_per_second"] for r in rounds if "single" in r]
         speedup = statistics.median(speedups) if speedups else float("nan")
         images = statistics.median(r[setup]["images_per_second"] for r in rounds)
         print(f"| {setup} | {replicas} | {images:.0f} | {speedup:.2f}x | {speedup / replicas:.0%} | "
-              f"{', '.join(f'{value:.2f}' for value in speedups)} |")
+              f"{', '.join(f'{value:.2f}' for value in speedups)} | {rounds[0][setup]['allreduce_bytes_per_step']:,} | "
+              f"{rounds[0][setup]['collectives_per_step']} |")
 
 if __name__ == "__main__":
     main()

@@ -242,7 +242,15 @@ ROWS = {
         {"base_learning_rate": 0.1, "global_batch": 512}),  # fmt: skip
     "distribute.get_strategy": Row(distribute.get_strategy, {
         "kind": CHOICE, "cpu_replicas": optional(COUNT), "communication": CHOICE,
-        "bytes_per_pack": NON_NEGATIVE_COUNT, "cluster_resolver": [3, "slurm"]}),  # fmt: skip
+        "bytes_per_pack": NON_NEGATIVE_COUNT, "cluster_resolver": [3, "slurm"],
+        "gradient_communication": ["float16", 3, {"bucket_bytes": 1}]}),  # fmt: skip
+    "distribute.GradientCommunication": Row(distribute.GradientCommunication, {
+        "bucket_bytes": NON_NEGATIVE_COUNT, "compression": optional(CHOICE),
+        "predivide_factor": [NAN, INF, 0.5, 0.0, -1.0, "2", True, None]}),  # fmt: skip
+    "distribute.set_gradient_communication": Row(distribute.set_gradient_communication, {
+        "strategy": [None, *STRATEGY], "communication": ["float16", 3, {"bucket_bytes": 1}]},
+        {"strategy": tf.distribute.get_strategy(), "communication": None}),  # fmt: skip
+    "distribute.gradient_communication": Row(distribute.gradient_communication, {"strategy": STRATEGY}),
     "distribute.configure_cpu_devices": Row(distribute.configure_cpu_devices, {"count": COUNT}),
     "distribute.patch_keras_for_multi_worker": Row(distribute.patch_keras_for_multi_worker, {
         "strategy": [None, *STRATEGY]}),

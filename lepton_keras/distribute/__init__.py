@@ -1,6 +1,7 @@
 """Strategies, cluster and chief helpers, batch arithmetic and the local multi-worker launcher.
 
-The TensorFlow-free parts (cluster, batch, input plan, launcher) import immediately; the
+The TensorFlow-free parts (cluster, batch, input plan, launcher, gradient communication's
+settings) import immediately; the
 strategy helpers load on first use, so the `lepton-keras` command, which skips the package's
 eager imports, launches workers without loading TensorFlow.
 """
@@ -9,6 +10,11 @@ import importlib
 
 from lepton_keras.distribute.batch import global_batch_size, per_replica_batch_size, scale_learning_rate
 from lepton_keras.distribute.cluster import TaskInfo, chief_path, is_chief, task_info, worker_path
+from lepton_keras.distribute.gradient_communication import (
+    GradientCommunication,
+    gradient_communication,
+    set_gradient_communication,
+)
 
 _LAZY = {
     "get_strategy": "strategy",
@@ -18,12 +24,15 @@ _LAZY = {
 }
 
 __all__ = [
+    "GradientCommunication",
     "TaskInfo",
     "chief_path",
     "global_batch_size",
+    "gradient_communication",
     "is_chief",
     "per_replica_batch_size",
     "scale_learning_rate",
+    "set_gradient_communication",
     "task_info",
     "worker_path",
     *_LAZY,

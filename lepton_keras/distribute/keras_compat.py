@@ -80,15 +80,19 @@ class PatchTarget:
     The first of `owners` (classes or modules) that defines a function with exactly these
     `parameters` holds it: `owner`, the `attribute` it has in this release and Keras's
     `original` function. When none does, all three are None, the fix is off and
-    `missing` says what was looked for.
+    `missing` says what was looked for. `private_only` skips public methods (Keras's
+    public API is not what a fix replaces).
     """
 
-    def __init__(self, description: str, owners, parameters: tuple[str, ...]):
+    def __init__(self, description: str, owners, parameters: tuple[str, ...], *, private_only: bool = False):
         self.description = description
         self.owner, self.attribute, self.original = None, None, None
-        self.missing = f"{description} (a function with parameters {parameters})"
+        kind = "private function" if private_only else "function"
+        self.missing = f"{description} (a {kind} with parameters {parameters})"
         for owner in owners:
             for name, value in vars(owner).items():
+                if private_only and not name.startswith("_"):
+                    continue
                 if inspect.isfunction(value) and tuple(inspect.signature(value).parameters) == parameters:
                     self.owner, self.attribute, self.original, self.missing = owner, name, value, None
                     return
@@ -113,16 +117,28 @@ _REDUCE_PER_REPLICA = PatchTarget(
     [sys.modules[_SYMBOLIC_BUILD.owner.__module__]] if _SYMBOLIC_BUILD.owner else [],
     ("values", "strategy", "reduction"),
 )
-_PATCH_TARGETS = {"symbolic_build_from_local_batch": _SYMBOLIC_BUILD, "mean_across_replicas": _REDUCE_PER_REPLICA}
+# The optimizer's cross-replica gradient sum: the private function with parameters (self,
+# grads_and_vars) of the first class of keras.optimizers.Optimizer's MRO that has one (the
+# TensorFlow backend's optimizer); the public apply_gradients has the same parameters.
+_KERAS_GRADIENT_SUM = PatchTarget(
+    "the optimizer's cross-replica gradient sum", keras.optimizers.Optimizer.__mro__, ("self", "grads_and_vars"),
+    private_only=True,
+)
+_PATCH_TARGETS = {
+    "symbolic_build_from_local_batch": _SYMBOLIC_BUILD,
+    "mean_across_replicas": _REDUCE_PER_REPLICA,
+    "gradient_communication": _KERAS_GRADIENT_SUM,
+}
 _warned_missing: set = set()
 
 
-def _warn_missing(fix: str, target: PatchTarget) -> None:
+def _warn_missing(fix: str, target: PatchTarget, what: str = "the multi-worker fix",
+                  why: str = "keras-team/keras#20585") -> None:
     if fix not in _warned_missing:
         _warned_missing.add(fix)
         warnings.warn(
-            f"lepton_keras: Keras {keras.__version__} has no {target.missing}; the multi-worker fix "
-            f"{fix!r} is off (keras-team/keras#20585). Everything else works; please report it.",
+            f"lepton_keras: Keras {keras.__version__} has no {target.missing}; {what} "
+            f"{fix!r} is off ({why}). Everything else works; please report it.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -221,6 +237,36 @@ def patch_keras_for_multi_worker(strategy) -> list[str]:
                 elif target.current is target.original and is_broken(strategy):
                     target.replace(replacement)
         return active_patches()
+
+
+def route_keras_gradient_sum(sum_gradients) -> bool:
+    """Makes Keras's own optimizers sum their gradients with `sum_gradients(gradients)`.
+
+    `sum_gradients` (`lepton_keras.distribute.gradient_communication.sum_gradients`) takes
+    the list of gradients (None where a variable has none) in replica context and returns
+    their sums, with the strategy's bucketing and compression; where the strategy has no
+    setting it is Keras's own single all-reduce. Called by `set_gradient_communication`;
+    calling it again changes nothing. Returns False, with one RuntimeWarning, when this
+    Keras release has no such function: then only lepton_keras's wrappers (and SAM) follow
+    the setting.
+    """
+    target = _KERAS_GRADIENT_SUM
+    with _lock:
+        if target.missing:
+            _warn_missing("gradient_communication", target, what="routing Keras's optimizers through",
+                          why="lepton_keras.optimizers wrappers still follow it")  # fmt: skip
+            return False
+        if target.current is target.original:
+
+            def _sum_through_lepton(self, grads_and_vars):
+                grads_and_vars = list(grads_and_vars)
+                if not grads_and_vars or tf.distribute.get_replica_context() is None:
+                    return target.original(self, grads_and_vars)
+                gradients = sum_gradients([gradient for gradient, _ in grads_and_vars])
+                return [(gradient, variable) for gradient, (_, variable) in zip(gradients, grads_and_vars)]
+
+            target.replace(_sum_through_lepton)
+        return True
 
 
 class _PerThreadList:

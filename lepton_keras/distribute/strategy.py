@@ -22,6 +22,7 @@ import time
 import tensorflow as tf
 
 from lepton_keras.distribute import cluster, keras_compat
+from lepton_keras.distribute.gradient_communication import GradientCommunication, set_gradient_communication
 from lepton_keras.validation import check_choice, check_int, check_positive, check_strategy, invalid
 
 STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker")
@@ -84,6 +85,7 @@ def get_strategy(
     cluster_resolver=None,
     communication: str = "auto",
     bytes_per_pack: int = 0,
+    gradient_communication: GradientCommunication | None = None,
 ) -> tf.distribute.Strategy:
     """Returns the strategy for this machine or cluster.
 
@@ -98,8 +100,12 @@ def get_strategy(
             "auto" (default), "ring" or "nccl".
         bytes_per_pack: pack the gradients of a multi-worker all-reduce into chunks of
             about this many bytes, one collective each (default 0: TensorFlow packs them
-            into a single chunk). Smaller packs start communicating before the whole backward
-            pass is done; measure with benchmarks/scaling.py.
+            into a single chunk). TensorFlow packs in the order Keras lists the gradients
+            (first layers first); `gradient_communication`'s buckets go in backward order.
+        gradient_communication: a `GradientCommunication` (buckets in backward order,
+            16-bit compression) that every optimizer under this strategy, Keras's and
+            lepton_keras's, sums its gradients with (default None: Keras's single
+            all-reduce); see `lepton_keras.distribute.gradient_communication`.
 
     For multi-worker strategies the Keras compatibility fixes of
     `lepton_keras.distribute.keras_compat` are applied, so `model.fit`, `evaluate` and
@@ -140,6 +146,16 @@ def get_strategy(
             + (" (a cluster is configured)" if has_cluster else "")
         )
 
+    if gradient_communication is not None and not isinstance(gradient_communication, GradientCommunication):
+        raise invalid("gradient_communication", gradient_communication, "a GradientCommunication or None")
+
+    strategy = _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options)
+    if gradient_communication is not None:
+        set_gradient_communication(strategy, gradient_communication)
+    return strategy
+
+
+def _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options) -> tf.distribute.Strategy:
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "mirrored":

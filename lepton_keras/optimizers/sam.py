@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from lepton_keras.distribute.gradient_communication import sum_gradients
 from lepton_keras.validation import check_bool, check_non_negative, invalid
 
 
@@ -130,9 +131,8 @@ class SharpnessAwareModel(keras.Model):
         self._track_loss(loss, x)
 
         gradients = [ops.zeros_like(w) if g is None else tf.convert_to_tensor(g) for g, w in zip(gradients, weights)]
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # Keras losses are already divided by the replica count: the sum is the global-batch gradient.
-            gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        # Keras losses are already divided by the replica count: the sum is the global-batch gradient.
+        gradients = sum_gradients(gradients)
         perturbation = sharpness_aware_perturbation(gradients, weights, self.rho, adaptive=self.adaptive, eta=self.eta)
         perturbed = [w + e for w, e in zip(weights, perturbation)]
 

@@ -5,7 +5,8 @@ Keras optimizers sum the gradients across replicas inside `apply`. Their `clipno
 `gradient_accumulation_steps` and EMA overwrite put the sum inside a conditional, which
 crashes under MirroredStrategy (keras-team/keras#20582). A wrapper instead:
 
-1. sums the gradients across replicas and workers once, in replica context;
+1. sums the gradients across replicas and workers once, in replica context (in buckets
+   and compressed when the strategy has a `GradientCommunication`);
 2. transforms the global gradient (clipping, centralization, ...), so every replica
    computes the same numbers as one device;
 3. in cross-replica context, updates each variable on each device with the inner
@@ -29,6 +30,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from lepton_keras.distribute.gradient_communication import sum_gradients
 from lepton_keras.distribute.keras_compat import (
     excluded_from_weight_decay,
     optimizer_built_variables,
@@ -161,7 +163,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         context = tf.distribute.get_replica_context()
         if context is None:
             raise ValueError("apply() must be called in a replica context (inside strategy.run or a train step)")
-        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        gradients = sum_gradients(gradients)  # as the strategy's GradientCommunication says
         with keras.name_scope(self.name, caller=self):
             gradients = self.transform_stack(gradients, variables)
             # The one entry into cross-replica context for the whole stack.

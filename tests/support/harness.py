@@ -9,7 +9,8 @@
 `model_fn` and `data_fn` are "module:function" names, so worker processes can import
 them: `model_fn(**model_options)` returns a compiled model (it is called inside the
 strategy's scope), `data_fn(count, seed)` returns NumPy inputs and targets with `count`
-rows, and the optional `callbacks_fn(**model_options)` returns the callbacks for `fit`.
+rows, and the optional `callbacks_fn(**model_options)` returns the callbacks for `fit`;
+`gradient_communication` (GradientCommunication's arguments) sets how the strategy sums.
 Every run starts from the same seed, sees batch k = rows [k B, (k + 1) B) of the same
 data in each of `epochs` epochs (Keras splits each global batch between replicas and
 workers), and returns the weights and optimizer variables after `steps` steps per epoch.
@@ -45,6 +46,7 @@ class TrainingCase:
     model_options: dict = dataclasses.field(default_factory=dict)
     callbacks_fn: str | None = None
     epochs: int = 1
+    gradient_communication: dict | None = None  # GradientCommunication(**this) on the strategy
 
 
 @dataclasses.dataclass
@@ -66,6 +68,10 @@ def _train(case: TrainingCase, strategy) -> TrainingResult:
     import keras
     import tensorflow as tf
 
+    if case.gradient_communication is not None and strategy.num_replicas_in_sync > 1:  # not the global default
+        from lepton_keras.distribute import GradientCommunication, set_gradient_communication
+
+        set_gradient_communication(strategy, GradientCommunication(**case.gradient_communication))
     x, y = _resolve(case.data_fn)(case.steps * case.global_batch_size, case.seed)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(case.global_batch_size)
     keras.utils.set_random_seed(case.seed)
