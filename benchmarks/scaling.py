@@ -55,7 +55,7 @@ def worker(args) -> None:
     if args.threads:
         replicas_here = 2 if args.setup == "mirrored" else 1
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads * replicas_here)
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads or args.threads * replicas_here)
 
     import keras
 
@@ -179,7 +179,8 @@ class _Capture:
 
 def _shared_flags(args) -> list[str]:
     flags = ["--steps", str(args.steps), "--per-replica-batch", str(args.per_replica_batch),
-             "--threads", str(args.threads), "--communication", args.communication,
+             "--threads", str(args.threads), "--inter-op-threads", str(args.inter_op_threads),
+             "--communication", args.communication,
              "--bytes-per-pack", str(args.bytes_per_pack), "--bucket-bytes", str(args.bucket_bytes),
              "--optimizer", args.optimizer,
              "--repeat" if args.repeat else "--no-repeat"]
@@ -198,6 +199,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps per epoch (default 50)")
     parser.add_argument("--per-replica-batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per replica (0: TensorFlow's default)")
+    parser.add_argument("--inter-op-threads", type=int, default=0,
+                        help="threads that run a process's ready ops (default 0: --threads x replicas in the process)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (default: the bundled sample)")
     parser.add_argument("--communication", default="auto", choices=["auto", "ring", "nccl"])
     parser.add_argument("--bytes-per-pack", type=int, default=0, help="TensorFlow's own packing (forward order)")
@@ -229,11 +232,20 @@ def main(argv=None) -> None:
     # round, so that a load that changes during the run (a shared machine) affects both alike.
     untimed = argparse.Namespace(**{**vars(args), "profile_dir": None})
     rounds = [{setup: run_setup(setup, untimed) for setup in args.setups} for _ in range(args.rounds)]
+    print_table(rounds, args)
     if args.profile_dir:  # one more round, profiled and not timed: the profiler slows the epoch
         for setup in args.setups:
-            run_setup(setup, args)
+            try:
+                run_setup(setup, args)
+            except RuntimeError as error:  # the timed table above stands; say which profile is missing
+                print(f"no profile of {setup}: {str(error).splitlines()[0]}", flush=True)
+
+
+def print_table(rounds: list[dict], args) -> None:
+    """The medians over rounds of every set-up's images/s and speed-up, as a Markdown table."""
     print(f"tutorial CNN, {args.optimizer}, per-replica batch {args.per_replica_batch}, {args.steps} steps per epoch, "
-          f"{args.threads or 'default'} thread(s) per replica, {os.cpu_count()} CPUs, communication "
+          f"{args.threads or 'default'} thread(s) per replica, inter-op threads "
+          f"{args.inter_op_threads or 'as many'}, {os.cpu_count()} CPUs, communication "
           f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, bucket_bytes {args.bucket_bytes}, "
           f"{'repeated dataset' if args.repeat else 'new iterator every epoch'}, median of {args.rounds} round(s)\n")
     print("| set-up | replicas | images/s | speed-up | scaling efficiency | speed-up per round | all-reduce bytes/step "
@@ -245,7 +257,8 @@ def main(argv=None) -> None:
         images = statistics.median(r[setup]["images_per_second"] for r in rounds)
         print(f"| {setup} | {replicas} | {images:.0f} | {speedup:.2f}x | {speedup / replicas:.0%} | "
               f"{', '.join(f'{value:.2f}' for value in speedups)} | {rounds[0][setup]['allreduce_bytes_per_step']:,} | "
-              f"{rounds[0][setup]['collectives_per_step']} |")
+              f"{rounds[0][setup]['collectives_per_step']} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

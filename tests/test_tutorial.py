@@ -51,6 +51,20 @@ def test_smoke_run_in_this_process(tmp_path, capsys, replicas):
     assert "images/s in steady state" in output and "images/s over the whole fit" in output
 
 
+def test_gradient_communication_flags_reach_the_strategy(tmp_path, capsys):
+    argv = ["--smoke", "--output-dir", str(tmp_path), "--cpu-replicas", "2", "--bucket-bytes", "100000",
+            "--gradient-compression", "bfloat16"]
+    plain = tutorial_module().main(["--smoke", "--output-dir", str(tmp_path / "plain"), "--cpu-replicas", "2"])
+    compressed = tutorial_module().main(argv)
+    assert compressed == check_summary(tmp_path, 2, 1)
+    # The same first epoch, its gradients summed in bfloat16: close to, not equal to, the float32 path.
+    assert compressed["history"]["loss"][0] != plain["history"]["loss"][0]
+    assert abs(compressed["history"]["loss"][0] - plain["history"]["loss"][0]) < 0.05
+    with pytest.raises(SystemExit):
+        tutorial_module().parse_args(["--gradient-compression", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+
+
 @pytest.mark.multiworker
 def test_the_same_script_runs_as_two_workers(tmp_path):
     result = subprocess.run(

@@ -34,6 +34,13 @@ Explicit flags override the recipe's choice: `--optimizer`, `--learning-rate` (t
 under a schedule), `--batch-size`, `--schedule`, `--weight-decay`, `--label-smoothing`,
 `--augment` / `--no-augment`, `--ema-decay` (an exponential moving average of the weights,
 validated with the average through `AverageWeightsForEvaluation`).
+
+Across replicas or workers, `--bucket-bytes N` sums the gradients in buckets of N bytes, the
+last layers' first, so the all-reduce overlaps the backward pass, and `--gradient-compression
+float16` (or bfloat16) halves its bytes (`lepton_keras.distribute.GradientCommunication`):
+
+    lepton-keras launch --workers 2 -- python tutorials/cifar10_cnn.py --recipe sprint --epochs 3 \
+        --bucket-bytes 1048576 --gradient-compression float16 --data-dir /tmp/cifar10/train
 """
 
 from __future__ import annotations
@@ -106,6 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
     parser.add_argument("--cpu-replicas", type=int, default=None, help="mirror over N logical CPU devices")
+    parser.add_argument("--bucket-bytes", type=int, default=0,
+                        help="sum the gradients across replicas in buckets of this size, last layers first "
+                             "(default 0: Keras's single all-reduce; see distribute.GradientCommunication)")
+    parser.add_argument("--gradient-compression", default=None, choices=["float16", "bfloat16"],
+                        help="sum each bucket in this 16-bit dtype (half the bytes)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument(
         "--recipe", default="none", choices=sorted(RECIPES),
@@ -302,7 +314,10 @@ def main(argv=None) -> dict:
         recipe = dataclasses.replace(recipe, batch_size=min(recipe.batch_size, 64))
         args.epochs, args.train_limit = 1, args.train_limit or 256
     args.optimizer, args.learning_rate, args.batch_size = recipe.optimizer, recipe.learning_rate, recipe.batch_size
-    strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas)
+    communication = distribute.GradientCommunication(bucket_bytes=args.bucket_bytes,
+                                                     compression=args.gradient_compression)
+    strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas,
+                                       gradient_communication=communication)
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(args.seed)
 
