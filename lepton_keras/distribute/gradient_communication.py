@@ -70,7 +70,8 @@ class GradientCommunication:
 
     def __post_init__(self):
         object.__setattr__(self, "bucket_bytes", check_int("bucket_bytes", self.bucket_bytes, minimum=0))
-        if self.compression is not None and (not isinstance(self.compression, str) or self.compression not in COMPRESSIONS):
+        if self.compression is not None and (not isinstance(self.compression, str)
+                                             or self.compression not in COMPRESSIONS):  # fmt: skip
             raise invalid("compression", self.compression, "None, 'float16' or 'bfloat16'")
         factor = check_number("predivide_factor", self.predivide_factor, lambda x: x >= 1.0, "a number >= 1")
         object.__setattr__(self, "predivide_factor", factor)
@@ -106,14 +107,17 @@ def payload_bytes(sizes: list[int], dtypes: list[str], communication: GradientCo
     """Bytes one replica contributes to the sums of one step: `sizes` elements of `dtypes` per gradient."""
     import numpy as np
 
-    compressed_size = 2 if communication.compression is not None else None
-    total = 0
-    for size, dtype in zip(sizes, dtypes):
-        itemsize = np.dtype(dtype).itemsize
-        if compressed_size is not None and dtype in ("float32", "float64"):
-            itemsize = compressed_size
-        total += size * itemsize
-    return total
+    return sum(size * _wire_itemsize(str(dtype), np.dtype(dtype).itemsize, communication)
+               for size, dtype in zip(sizes, dtypes))  # fmt: skip
+
+
+def _wire_itemsize(dtype: str, itemsize: int, communication: GradientCommunication) -> int:
+    """Bytes per element on the wire: 2 for a float32 or float64 gradient under compression."""
+    return 2 if _travels_compressed(dtype, communication) else itemsize
+
+
+def _travels_compressed(dtype: str, communication: GradientCommunication) -> bool:
+    return communication.compression is not None and dtype in ("float32", "float64")
 
 
 _settings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -160,38 +164,32 @@ def sum_gradients(gradients: list, communication: GradientCommunication | None =
     if context.num_replicas_in_sync == 1 or not present:
         return list(gradients)
     communication = communication if communication is not None else gradient_communication()
-    summed = list(gradients)
-    if communication.is_keras_default:
-        for index, value in zip(present, context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in present])):
-            summed[index] = value
-        return summed
     values = [gradients[index] for index in present]
-    sizes = [_size_in_bytes(value, communication) for value in values]
-    for bucket in bucket_plan(sizes, communication.bucket_bytes):
+    if communication.is_keras_default:  # Keras's path: one all-reduce, in Keras's order
+        buckets = [list(range(len(values)))]
+    else:
+        buckets = bucket_plan([_size_in_bytes(value, communication) for value in values], communication.bucket_bytes)
+    summed = list(gradients)
+    for bucket in buckets:
         sent = [_compressed(values[i], communication) for i in bucket]
         received = context.all_reduce(tf.distribute.ReduceOp.SUM, sent)
-        for i, original, value in zip(bucket, (values[i] for i in bucket), received):
-            summed[present[i]] = _decompressed(value, original, communication)
+        for i, value in zip(bucket, received):
+            summed[present[i]] = _decompressed(value, values[i], communication)
     return summed
 
 
 def _compresses(value, communication) -> bool:
     import tensorflow as tf
 
-    return (
-        communication.compression is not None
-        and not isinstance(value, tf.IndexedSlices)
-        and value.dtype in (tf.float32, tf.float64)
-    )
+    return not isinstance(value, tf.IndexedSlices) and _travels_compressed(value.dtype.name, communication)
 
 
 def _size_in_bytes(value, communication) -> int:
     import tensorflow as tf
 
-    if isinstance(value, tf.IndexedSlices):
-        return value.values.shape.num_elements() * value.dtype.size
-    itemsize = 2 if _compresses(value, communication) else value.dtype.size
-    return (value.shape.num_elements() or 0) * itemsize
+    if isinstance(value, tf.IndexedSlices):  # sent as it is: its values and indices
+        return (value.values.shape.num_elements() or 0) * value.dtype.size
+    return (value.shape.num_elements() or 0) * _wire_itemsize(value.dtype.name, value.dtype.size, communication)
 
 
 def _compressed(value, communication):

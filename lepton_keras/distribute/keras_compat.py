@@ -57,6 +57,13 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    `set_attribute_untracked` sets an attribute past Keras's automatic tracking, for
    `lepton_keras.callbacks.CycleMomentum`'s stand-in hyperparameter, which must not
    join the optimizer's saved state.
+
+7. Keras's own optimizers sum their gradients across replicas in one private function
+   (parameters (self, grads_and_vars), found in `keras.optimizers.Optimizer`'s MRO with
+   the public `apply_gradients` skipped). `route_keras_gradient_sum` makes it call
+   `gradient_communication.sum_gradients`, so that a strategy's `GradientCommunication`
+   (buckets, 16-bit sums) applies to them as to lepton_keras's wrappers. It is installed
+   only when a strategy gets a setting, and a strategy without one still sums as Keras does.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ replicas, to float32 rounding on 4, and on 2 worker processes) for Keras's Adam,
 stack and SAM, with uneven buckets and a variable that gets no gradient.
 """
 
+import functools
+
 import keras
 import ml_dtypes
 import numpy as np
@@ -201,6 +203,16 @@ def _cnn_case(model_fn: str, communication=None, steps: int = 3) -> TrainingCase
                         gradient_communication=communication)  # fmt: skip
 
 
+@functools.cache
+def _on_replicas(model_fn: str, replicas: int, communication: tuple = (), steps: int = 3):
+    """run_case on `replicas` CPU replicas, once per process for each (model, replicas, setting)."""
+    return run_case(_cnn_case(model_fn, dict(communication) or None, steps), replicas=replicas)
+
+
+def _setting(**communication) -> tuple:
+    return tuple(sorted(communication.items()))
+
+
 def cnn_with_unused_branch_adam():
     """The tutorial CNN plus a Dense layer that the loss never sees (its gradient is None), Keras's Adam."""
     from tests.support.cases import tutorial_module
@@ -243,9 +255,9 @@ MODELS = {
 
 @pytest.mark.parametrize("model", MODELS)
 def test_buckets_on_2_replicas_give_bitwise_keras_weights(model):
-    keras_path = run_case(_cnn_case(MODELS[model]), replicas=2)
-    bucketed = run_case(_cnn_case(MODELS[model], UNEVEN_BUCKETS), replicas=2)
-    untrained = run_case(_cnn_case(MODELS[model], steps=0), replicas=2)
+    keras_path = _on_replicas(MODELS[model], 2)
+    bucketed = _on_replicas(MODELS[model], 2, _setting(**UNEVEN_BUCKETS))
+    untrained = _on_replicas(MODELS[model], 2, steps=0)
     assert max_difference(keras_path, untrained) > 1e-4, "the case did not train: equal weights would prove nothing"
     assert max_difference(bucketed, keras_path) == 0.0
 
@@ -253,22 +265,22 @@ def test_buckets_on_2_replicas_give_bitwise_keras_weights(model):
 @pytest.mark.parametrize("model", MODELS)
 def test_every_path_follows_the_setting_compression_moves_the_weights_by_float16_rounding(model):
     # Keras's Adam (through keras_compat's routing), the wrapper stack and SAM all read the setting.
-    keras_path = run_case(_cnn_case(MODELS[model]), replicas=2)
-    compressed = run_case(_cnn_case(MODELS[model], {**UNEVEN_BUCKETS, "compression": "float16"}), replicas=2)
+    keras_path = _on_replicas(MODELS[model], 2)
+    compressed = _on_replicas(MODELS[model], 2, _setting(**UNEVEN_BUCKETS, compression="float16"))
     assert 0.0 < max_difference(compressed, keras_path) < 1e-2
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_buckets_on_4_replicas_give_keras_weights_to_float32_rounding(model):
-    keras_path = run_case(_cnn_case(MODELS[model]), replicas=4)
-    bucketed = run_case(_cnn_case(MODELS[model], UNEVEN_BUCKETS), replicas=4)
+    keras_path = _on_replicas(MODELS[model], 4)
+    bucketed = _on_replicas(MODELS[model], 4, _setting(**UNEVEN_BUCKETS))
     assert max_difference(bucketed, keras_path) < 1e-5
 
 
 @pytest.mark.multiworker
 @pytest.mark.parametrize("model", MODELS)
 def test_buckets_on_2_workers_give_keras_weights(model):
-    keras_path = run_case(_cnn_case(MODELS[model]), replicas=2)
+    keras_path = _on_replicas(MODELS[model], 2)
     workers = run_case_on_workers(_cnn_case(MODELS[model], UNEVEN_BUCKETS))
     assert max_difference(workers[0], workers[1]) == 0.0
     assert max_difference(workers[0], keras_path) < 1e-5
@@ -278,11 +290,11 @@ def test_buckets_on_2_workers_give_keras_weights(model):
 def test_compressed_buckets_on_2_workers_train_as_the_replicas_do_and_near_float32():
     communication = {**UNEVEN_BUCKETS, "compression": "float16"}
     model = MODELS["keras_adam_with_an_unused_variable"]
-    replicas = run_case(_cnn_case(model, communication), replicas=2)
+    replicas = _on_replicas(model, 2, _setting(**communication))
     workers = run_case_on_workers(_cnn_case(model, communication))
     assert max_difference(workers[0], workers[1]) == 0.0
     assert max_difference(workers[0], replicas) < 1e-5
-    assert 0.0 < max_difference(replicas, run_case(_cnn_case(model), replicas=2)) < 1e-2
+    assert 0.0 < max_difference(replicas, _on_replicas(model, 2)) < 1e-2
 
 
 def mixed_precision_cnn_loss_scaled_adam():
@@ -302,7 +314,7 @@ def mixed_precision_cnn_loss_scaled_adam():
 @pytest.mark.parametrize("compression", ["float16", "bfloat16"])
 def test_compression_composes_with_loss_scaling_and_mixed_precision(compression):
     model = "tests.distribute.test_gradient_communication:mixed_precision_cnn_loss_scaled_adam"
-    plain = run_case(_cnn_case(model), replicas=2)
-    compressed = run_case(_cnn_case(model, {**UNEVEN_BUCKETS, "compression": compression}), replicas=2)
+    plain = _on_replicas(model, 2)
+    compressed = _on_replicas(model, 2, _setting(**UNEVEN_BUCKETS, compression=compression))
     assert all(np.all(np.isfinite(w)) for w in compressed.weights)
     assert 0.0 < max_difference(compressed, plain) < 1e-2
