@@ -1,9 +1,8 @@
 """Strategies, cluster and chief helpers, batch arithmetic and the local multi-worker launcher.
 
-The TensorFlow-free parts (cluster, batch, input plan, launcher, gradient communication's
-settings) import immediately; the
-strategy helpers load on first use, so the `lepton-keras` command, which skips the package's
-eager imports, launches workers without loading TensorFlow.
+The TensorFlow-free parts (cluster, batch, input plan, launcher, the gradient-communication
+settings) import immediately; the strategy helpers load on first use, so the `lepton-keras`
+command, which skips the package's eager imports, launches workers without loading TensorFlow.
 """
 
 import importlib

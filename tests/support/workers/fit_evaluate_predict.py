@@ -1,11 +1,13 @@
 """Worker program: plain Keras fit, evaluate and predict under the strategy of lepton_keras.
 
 Writes `<out>/worker_<i>.json` with what the test compares: whether Keras needed the
-compatibility fixes, and fit/evaluate/predict results against a NumPy computation.
+compatibility fixes, and fit/evaluate/predict results against a NumPy computation. Logs at
+INFO, as Ray's workers do, so the test sees whatever the probes print.
 """
 
 import argparse
 import json
+import logging
 import os
 
 import numpy as np
@@ -23,13 +25,18 @@ def main():
     import keras
     import tensorflow as tf
 
-    # The probes on stock Keras, before lepton_keras patches anything.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # As Ray's workers: Python's INFO records show. A healthy run prints no traceback.
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("tensorflow").setLevel(logging.INFO)
+    # One multi-worker strategy per process: a second one re-initialises the collectives, which
+    # can leave the workers waiting for each other.
+    strategy = get_strategy()  # "auto": a cluster is configured, so multi-worker; applies the fixes
+    keras_compat.unpatch_keras()
+    # The probes on stock Keras, then the fixes they call for.
     broken = {
         "symbolic_build": keras_compat.symbolic_build_is_broken(strategy),
         "scalar_mean": keras_compat.scalar_mean_is_broken(strategy),
     }
-    strategy = get_strategy()  # "auto": a cluster is configured, so multi-worker; applies the fixes
     first = keras_compat.patch_keras_for_multi_worker(strategy)
     functions = keras_compat.active_functions()
     again = keras_compat.patch_keras_for_multi_worker(strategy)
