@@ -9,6 +9,7 @@ import tensorflow as tf
 from lepton_keras.optimizers.sam import SharpnessAwareModel
 from tests.support.cases import regression_data
 from tests.support.harness import TrainingCase
+from tests.support.numerics import assert_close
 
 # --- the wrappers: a small MLP on tests.support.cases.regression_data (8 features, 2 targets) ---------------
 
@@ -44,6 +45,14 @@ def fit_dense_model(optimizer, *, batch_size: int, rows: int = 32, seed: int = 0
     x, y = regression_data(rows, seed)
     history = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0)
     return model, history
+
+
+def assert_jit_compiled_equals_not_compiled(compiled_optimizer, plain_optimizer) -> None:
+    """`fit_dense_model` with jit_compile=True and False (two new optimizers alike): the same weights and state."""
+    compiled, _ = fit_dense_model(compiled_optimizer, batch_size=8, rows=48, jit_compile=True)
+    plain, _ = fit_dense_model(plain_optimizer, batch_size=8, rows=48, jit_compile=False)
+    assert_close(compiled.get_weights(), plain.get_weights(), 1e-6)
+    assert_close(compiled.optimizer.variables, plain.optimizer.variables, 1e-6)
 
 
 def trained_ema_model(strategy=None):

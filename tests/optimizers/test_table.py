@@ -26,7 +26,7 @@ from tests.support.harness import (
     run_case,
     run_case_on_workers,
 )
-from tests.support.numerics import apply_steps, random_problem, relative_error
+from tests.support.numerics import apply_steps, error_relative_to_the_displacement, random_problem, relative_error
 from tests.support.optimizer_table import all_specs, regression_model
 
 # Not named SPECS: all_specs() collects the SPECS of every tests/optimizers/test_*.py.
@@ -36,11 +36,6 @@ STEPS = 15
 
 def _by_name(specs):
     return pytest.mark.parametrize("spec", specs, ids=[spec.name for spec in specs])
-
-
-def _error_relative_to_the_displacement(ours, reference, start):
-    """max |ours - reference| / max |reference - start| over the variables: how far the steps differ."""
-    return max(float(np.max(np.abs(a - b)) / np.max(np.abs(b - p))) for a, b, p in zip(ours, reference, start))
 
 
 def _with_and_without_decay(specs):
@@ -53,10 +48,7 @@ def _with_and_without_decay(specs):
 
 def _ours_and_reference(spec, options, seed, dtype):
     """Our optimizer and the row's float64 reference over the same random problem: (ours, reference, start)."""
-    params, grads = random_problem(STEPS, seed=seed)
-    # apply_steps passes the weights and gradients as float32 numbers: the reference starts from the same ones.
-    params = [np.float64(np.float32(p)) for p in params]
-    grads = [[np.float64(np.float32(g)) for g in step] for step in grads]
+    params, grads = random_problem(STEPS, seed=seed, float32_values=True)
     ours = apply_steps(spec.make(**options), params, grads, dtype=dtype)
     reference = spec.reference([p.copy() for p in params], grads, **options)
     moved = max(float(np.max(np.abs(r - p))) for r, p in zip(reference, params))
@@ -77,7 +69,7 @@ def test_float64_variables_match_the_float64_reference_to_1e_7(spec, decay):
     # variables without passing through float32 (1 - 0.999 in float32 is 1.3e-5 off, relatively).
     options = {**spec.float64_options, **(spec.decay_options if decay else {})}
     ours, reference, start = _ours_and_reference(spec, options, seed=8, dtype="float64")
-    assert _error_relative_to_the_displacement(ours, reference, start) < 1e-7
+    assert error_relative_to_the_displacement(ours, reference, start) < 1e-7
 
 
 def test_every_lepton_optimizer_row_has_float64_options():

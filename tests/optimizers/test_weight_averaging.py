@@ -18,10 +18,10 @@ from lepton_keras.optimizers.weight_averaging import (
     recompute_batch_norm_statistics,
 )
 from tests.optimizers.cases import (
+    assert_jit_compiled_equals_not_compiled,
     assert_registry_builds_the_wrapper,
     assert_wrapper_config_round_trips,
     dense_model,
-    fit_dense_model,
     trained_ema_model,
 )
 from tests.optimizers.reference import weight_averaging as reference
@@ -176,10 +176,7 @@ def test_recompute_batch_norm_statistics_is_the_mean_of_the_batch_statistics(rep
     ("swa_sgd", {"learning_rate": 0.0625, "start_step": 2, "average_period": 2}),
 ])
 def test_jit_compiled_equals_not_compiled(name, options):
-    compiled, _ = fit_dense_model(get(name, **options), batch_size=8, rows=48, jit_compile=True)
-    plain, _ = fit_dense_model(get(name, **options), batch_size=8, rows=48, jit_compile=False)
-    assert_close(compiled.get_weights(), plain.get_weights(), 1e-6)
-    assert_close(compiled.optimizer.variables, plain.optimizer.variables, 1e-6)
+    assert_jit_compiled_equals_not_compiled(get(name, **options), get(name, **options))
 
 
 @pytest.mark.parametrize("optimizer", [

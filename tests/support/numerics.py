@@ -20,11 +20,18 @@ SHAPES = ((5,), (3, 4), (2, 3, 2))
 
 
 def random_problem(steps: int, *, shapes: Sequence[tuple] = SHAPES, seed: int = 0, scale: float = 0.5,
-                   mean: float = 0.0) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
-    """Starting weights (standard normal) and `steps` gradients (normal, `mean` and `scale`) per shape, float64."""
+                   mean: float = 0.0, float32_values: bool = False) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Starting weights (standard normal) and `steps` gradients (normal, `mean` and `scale`) per shape, float64.
+
+    `float32_values` rounds them to float32 numbers, which `apply_steps` hands TensorFlow, so that a
+    float64 reference starts from the very numbers ours does (for matches to 1e-7).
+    """
     rng = np.random.default_rng(seed)
     params = [rng.normal(size=shape) for shape in shapes]
     grads = [[rng.normal(loc=mean, scale=scale, size=shape) for shape in shapes] for _ in range(steps)]
+    if float32_values:
+        params = [np.float64(np.float32(p)) for p in params]
+        grads = [[np.float64(np.float32(g)) for g in step] for step in grads]
     return params, grads
 
 
@@ -65,6 +72,13 @@ def relative_error(actual: Sequence, expected: Sequence) -> float:
         if a.size:
             error = max(error, float(np.max(np.abs(a - e) / np.maximum(1.0, np.abs(e)))))
     return error
+
+
+def error_relative_to_the_displacement(actual: Sequence, expected: Sequence, start: Sequence) -> float:
+    """max over variables of max |actual - expected| / max |expected - start|: how far the steps differ,
+    relative to how far they went (for float64 matches, where max(1, |x|) would hide the steps)."""
+    return max(float(np.max(np.abs(np.asarray(a) - e)) / np.max(np.abs(e - p)))
+               for a, e, p in zip(actual, expected, start))  # fmt: skip
 
 
 def assert_close(actual: Sequence, expected: Sequence, tolerance: float = 1e-6) -> None:
