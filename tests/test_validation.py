@@ -252,6 +252,9 @@ ROWS = {
         {"strategy": tf.distribute.get_strategy(), "communication": None}),  # fmt: skip
     "distribute.gradient_communication": Row(distribute.gradient_communication, {"strategy": STRATEGY}),
     "distribute.configure_cpu_devices": Row(distribute.configure_cpu_devices, {"count": COUNT}),
+    "distribute.configure_cpu_threads": Row(distribute.configure_cpu_threads, {"cpus": COUNT}),
+    "distribute.slurm_cluster_resolver": Row(distribute.slurm_cluster_resolver, {
+        "port_base": [*COUNT, 65536]}),
     "distribute.patch_keras_for_multi_worker": Row(distribute.patch_keras_for_multi_worker, {
         "strategy": [None, *STRATEGY]}),
     "distribute.launcher.launch": Row(launcher.launch, {

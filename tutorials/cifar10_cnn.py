@@ -113,6 +113,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
     parser.add_argument("--cpu-replicas", type=int, default=None, help="mirror over N logical CPU devices")
+    parser.add_argument("--cluster-resolver", default="tf_config", choices=["tf_config", "slurm"],
+                        help="where the cluster comes from: TF_CONFIG (the launcher, Ray, a TFJob) or the Slurm "
+                             "job step (one srun task per worker)")
+    parser.add_argument("--slurm-port-base", type=int, default=8888,
+                        help="with --cluster-resolver slurm: the first port of each node's workers")
+    parser.add_argument("--cpu-threads", type=int, default=None,
+                        help="size TensorFlow's thread pools to this many CPUs (default: every core of the machine; "
+                             "give a worker's share when several share a machine)")
+    parser.add_argument("--backup-dir", default=None,
+                        help="back up every epoch to this folder (shared by the workers) and resume from it when "
+                             "the job is started again (WorkerBackupAndRestore)")
     parser.add_argument("--bucket-bytes", type=int, default=0,
                         help="sum the gradients across replicas in buckets of this size, last layers first "
                              "(default 0: Keras's single all-reduce; see distribute.GradientCommunication)")
@@ -307,7 +318,8 @@ def plot_curves(history: dict, title: str, path: str) -> None:
     plt.close(figure)
 
 
-def main(argv=None) -> dict:
+def main(argv=None, *, callbacks=()) -> dict:
+    """Trains as the flags say; `callbacks` are added to fit's (for example an engine's reporting)."""
     args = parse_args(argv)
     recipe = resolve_recipe(args)
     if args.smoke:
@@ -316,7 +328,11 @@ def main(argv=None) -> dict:
     args.optimizer, args.learning_rate, args.batch_size = recipe.optimizer, recipe.learning_rate, recipe.batch_size
     communication = distribute.GradientCommunication(bucket_bytes=args.bucket_bytes,
                                                      compression=args.gradient_compression)
-    strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas,
+    if args.cpu_threads is not None:
+        distribute.configure_cpu_threads(args.cpu_threads)
+    slurm = args.cluster_resolver == "slurm"
+    resolver = distribute.slurm_cluster_resolver(args.slurm_port_base) if slurm else None
+    strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas, cluster_resolver=resolver,
                                        gradient_communication=communication)
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(args.seed)
@@ -337,14 +353,16 @@ def main(argv=None) -> dict:
 
     with strategy.scope():
         model = build_model()
-        optimizer, loss, callbacks = build_training(recipe, args.epochs * steps_per_epoch)
+        optimizer, loss, recipe_callbacks = build_training(recipe, args.epochs * steps_per_epoch)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    if args.backup_dir:
+        recipe_callbacks.append(lepton_keras.callbacks.WorkerBackupAndRestore(args.backup_dir))
 
     meter = Throughput(args.batch_size)
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
     history = model.fit(
-        train, validation_data=validation, epochs=args.epochs, callbacks=[*callbacks, meter], verbose=verbose,
-        shuffle=False,
+        train, validation_data=validation, epochs=args.epochs, callbacks=[*recipe_callbacks, *callbacks, meter],
+        verbose=verbose, shuffle=False,
     )  # fmt: skip
     loss, accuracy = history.history["val_loss"][-1], history.history["val_accuracy"][-1]
     print(f"final {data.validation_name} accuracy {accuracy:.4f} (loss {loss:.4f})")

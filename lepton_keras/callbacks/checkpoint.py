@@ -59,13 +59,35 @@ _WORKER_FOLDER = re.compile(r"^(chief|worker)_\d+$")
 _NO_STATE = (-1, -1)
 
 
+def backup_files(folder: str, position: tuple[int, int]) -> tuple[str, str]:
+    """The (weights, metadata) files of the backup at training `position` in a worker's `folder`.
+
+    A position is (epoch, batches of that epoch trained); the metadata JSON records it and the
+    number of workers that saved it.
+    """
+    stem = os.path.join(folder, f"backup-e{position[0]}-b{position[1]}")
+    return f"{stem}.weights.h5", f"{stem}.json"
+
+
+def backup_positions(folder: str) -> list[tuple[int, int]]:
+    """The positions of the complete backups in a worker's `folder`, oldest first.
+
+    A backup is complete once both its files exist (each is written under a temporary name,
+    then renamed).
+    """
+    if not os.path.isdir(folder):
+        return []
+    found = (_STATE_NAME.match(name) for name in os.listdir(folder))
+    positions = [(int(match[1]), int(match[2])) for match in found if match]
+    return sorted(p for p in positions if os.path.exists(backup_files(folder, p)[0]))
+
+
 def _check_save_freq(save_freq):
     if save_freq == "epoch":
         return save_freq
     if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
         raise validation.invalid("save_freq", save_freq, '"epoch" or a positive number of batches')
     return int(save_freq)
-
 
 
 def _check_checkpoint_options(options: dict) -> None:
@@ -217,16 +239,10 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
     # Training position: (epoch, batches of that epoch already trained).
 
     def _state_paths(self, position) -> tuple[str, str]:
-        stem = os.path.join(self.worker_backup_dir, f"backup-e{position[0]}-b{position[1]}")
-        return f"{stem}.weights.h5", f"{stem}.json"
+        return backup_files(self.worker_backup_dir, position)
 
     def _saved_positions(self) -> list[tuple[int, int]]:
-        """Complete states, oldest first (a state is complete once its JSON exists)."""
-        if not os.path.isdir(self.worker_backup_dir):
-            return []
-        found = (_STATE_NAME.match(name) for name in os.listdir(self.worker_backup_dir))
-        positions = [(int(match[1]), int(match[2])) for match in found if match]
-        return sorted(p for p in positions if os.path.exists(self._state_paths(p)[0]))
+        return backup_positions(self.worker_backup_dir)
 
     def _save(self, position) -> None:
         os.makedirs(self.worker_backup_dir, exist_ok=True)

@@ -324,7 +324,7 @@ def tfds_prepared(data_dir: str | None = None) -> bool:
 
 def _resolve_shard(shard) -> tuple[int, int]:
     if shard == "auto":
-        info = cluster.task_info()
+        info = cluster.refuse_evaluator(cluster.task_info())
         return (info.worker_index, info.num_workers)
     if shard is None:
         return (0, 1)

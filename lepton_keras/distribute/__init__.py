@@ -18,7 +18,9 @@ from lepton_keras.distribute.gradient_communication import (
 _LAZY = {
     "get_strategy": "strategy",
     "configure_cpu_devices": "strategy",
+    "configure_cpu_threads": "strategy",
     "finish_job": "strategy",
+    "slurm_cluster_resolver": "strategy",
     "patch_keras_for_multi_worker": "keras_compat",
 }
 

@@ -34,15 +34,36 @@ class TaskInfo:
         task_index: index within `task_type`.
         num_workers: number of training processes (chief plus workers); 1 without a cluster.
         worker_index: position among the training processes (the chief first), the shard
-            of the data this process reads.
+            of the data this process reads; None on an evaluator, which trains on no shard.
         is_chief: True for the one process that writes shared files.
     """
 
     task_type: str
     task_index: int
     num_workers: int
-    worker_index: int
+    worker_index: int | None
     is_chief: bool
+
+
+def refuse_evaluator(info: TaskInfo) -> TaskInfo:
+    """Returns `info` of a training process; refuses an evaluator task, which trains nothing.
+
+    A cluster spec may name an "evaluator" (a Kubeflow TFJob's `Evaluator` replica).
+    MultiWorkerMirroredStrategy trains on the chief and workers only, and lepton_keras runs
+    no side-car evaluator: a training script started there would train alone on a data shard
+    no one else reads. `get_strategy()` and the data shards refuse it instead.
+
+    Raises:
+        RuntimeError: on the evaluator, saying what to do instead.
+    """
+    if info.task_type == "evaluator":
+        raise RuntimeError(
+            f'this process is the "evaluator" task of {TF_CONFIG_ENV}, and lepton_keras trains on the "chief" '
+            'and "worker" tasks only (it runs no side-car evaluator). Remove the evaluator from the cluster '
+            "(in a TFJob, the Evaluator replica spec) and evaluate with fit's validation_data, or load the "
+            "chief's checkpoints (ChiefModelCheckpoint) in a job of their own"
+        )
+    return info
 
 
 def _check_address(name: str, address) -> str:
@@ -144,7 +165,7 @@ def task_info(strategy=None) -> TaskInfo:
     has_chief = bool(cluster.get("chief"))
     num_workers = sum(len(cluster.get(t, [])) for t in _WORKER_TASK_TYPES)
     chief = task_type == "chief" if has_chief else (task_type == "worker" and task_index == 0)
-    worker_index = task_index + (1 if has_chief and task_type == "worker" else 0)
+    worker_index = None if task_type == "evaluator" else task_index + (1 if has_chief and task_type == "worker" else 0)
     return TaskInfo(task_type, task_index, max(num_workers, 1), worker_index, chief)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
 import time
 
@@ -62,6 +63,71 @@ def configure_cpu_devices(count: int) -> list[str]:
                 "program, before any TensorFlow op or strategy is created."
             ) from None
     return [device.name for device in tf.config.list_logical_devices("CPU")]
+
+
+def configure_cpu_threads(cpus: int) -> None:
+    """Sizes TensorFlow's thread pools for a process given `cpus` CPUs.
+
+    Use it in a worker that shares its machine with other workers: a cluster engine (Ray,
+    Slurm, Kubernetes) gives each worker a few CPUs, but TensorFlow sizes its pools to every
+    core of the machine, so N workers run N times too many threads. Both pools get `cpus`
+    threads, the choice TensorFlow makes on a machine with `cpus` cores:
+
+        intra-op threads = inter-op threads = cpus
+
+    Must run before TensorFlow's first op or strategy; asking again for the sizes already
+    set changes nothing.
+
+    Example:
+        lepton_keras.distribute.configure_cpu_threads(2)
+        strategy = lepton_keras.distribute.get_strategy()
+
+    Raises:
+        ValueError: `cpus` is not a positive integer.
+        RuntimeError: TensorFlow already started with other pool sizes.
+    """
+    cpus = check_int("cpus", cpus, minimum=1)
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() == threading.get_inter_op_parallelism_threads() == cpus:
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(cpus)
+        threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:
+        raise RuntimeError(
+            f"cannot size TensorFlow's thread pools to {cpus} CPU(s): TensorFlow already started "
+            f"with {threading.get_intra_op_parallelism_threads()} intra-op and "
+            f"{threading.get_inter_op_parallelism_threads()} inter-op threads (0: one per core). Call "
+            "configure_cpu_threads at the start of the program, before any TensorFlow op or strategy."
+        ) from None
+
+
+def slurm_cluster_resolver(port_base: int = 8888) -> tf.distribute.cluster_resolver.SlurmClusterResolver:
+    """The cluster of the Slurm job step this process runs in, for `get_strategy(cluster_resolver=...)`.
+
+    Use it in a script started by `srun` (one task per worker): every task becomes a
+    "worker" (task 0 the chief), at `<node>:<port_base + its index on the node>`, from
+    Slurm's SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
+    SLURM_STEP_TASKS_PER_NODE. TensorFlow's `SlurmClusterResolver` counts each node's GPUs
+    with `nvidia-smi`, fails where there is none, and with 0 GPUs gives no task an address.
+    On a node without GPUs (no `nvidia-smi`, no CUDA_VISIBLE_DEVICES) the resolver here
+    counts one nominal device per task, which only numbers the ports, and sets no
+    CUDA_VISIBLE_DEVICES; with GPUs, TensorFlow's resolver gives each task its share.
+
+    Example (tutorials/slurm/cifar10.sbatch):
+        strategy = lepton_keras.distribute.get_strategy(
+            cluster_resolver=lepton_keras.distribute.slurm_cluster_resolver())
+
+    Raises:
+        ValueError: `port_base` is not a port number.
+        KeyError: not inside a Slurm job step (SLURM_PROCID is unset).
+    """
+    port_base = check_int("port_base", port_base, minimum=1, maximum=65535)
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver
+    if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi") is not None:
+        return resolver(port_base=port_base)
+    tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+    return resolver(port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
 
 
 def _cluster_configured(cluster_resolver) -> bool:
@@ -122,7 +188,8 @@ def get_strategy(
         ValueError: unknown kind or communication, malformed TF_CONFIG (checked before
             TensorFlow sees it: see `cluster.validate_cluster`; parameter-server clusters are
             refused), "multi_worker" without a cluster, or cpu_replicas with GPUs or a cluster.
-        RuntimeError: cpu_replicas asked for after TensorFlow initialised its devices.
+        RuntimeError: cpu_replicas asked for after TensorFlow initialised its devices; this
+            process is TF_CONFIG's evaluator task (`cluster.refuse_evaluator`).
     """
     kind = check_choice("kind", kind, STRATEGY_KINDS)
     cpu_replicas = check_int("cpu_replicas", cpu_replicas, minimum=1, allow_none=True)
@@ -131,6 +198,8 @@ def get_strategy(
         raise invalid("cluster_resolver", cluster_resolver, "a tf.distribute.cluster_resolver.ClusterResolver or None")
     options = _communication_options(communication, bytes_per_pack)
     has_cluster = _cluster_configured(cluster_resolver)  # validates TF_CONFIG
+    if has_cluster and cluster_resolver is None:
+        cluster.refuse_evaluator(cluster.task_info())
     if kind == "auto":
         if has_cluster:
             kind = "multi_worker"
@@ -182,6 +251,7 @@ def _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options) ->
 
 
 _barrier_ids = itertools.count()
+WORKERS_OUTLIVE_JOB_ENV = "LEPTON_KERAS_WORKERS_OUTLIVE_JOB"
 
 
 def finish_job(strategy=None, *, timeout_seconds: float = 600.0) -> None:
@@ -197,6 +267,11 @@ def finish_job(strategy=None, *, timeout_seconds: float = 600.0) -> None:
     barrier until all have finished, then lets the others exit while the chief waits until
     their servers are gone, so the chief exits last. A no-op without a multi-worker cluster
     (and on an evaluator task).
+
+    Where the worker processes outlive the training function (Ray Train's workers are actors
+    that Ray stops after the run), the environment variable `LEPTON_KERAS_WORKERS_OUTLIVE_JOB=1`
+    (`lepton_keras.integrations.ray` sets it) keeps the barrier and skips the wait for the
+    others' exit, which would never come; the engine then stops the processes together.
 
     Args:
         strategy: the strategy of the job (default: the current one).
@@ -221,7 +296,7 @@ def finish_job(strategy=None, *, timeout_seconds: float = 600.0) -> None:
     from tensorflow.python.eager import context  # the only Python access to the coordination service
 
     context.context().wait_at_barrier(f"lepton_keras/finish_job/{next(_barrier_ids)}", int(timeout_seconds * 1000))
-    if not cluster.task_info(strategy).is_chief:
+    if not cluster.task_info(strategy).is_chief or os.environ.get(WORKERS_OUTLIVE_JOB_ENV) == "1":
         return
     spec, own = resolver.cluster_spec(), (resolver.task_type, int(resolver.task_id or 0))
     others = [

@@ -46,6 +46,41 @@ def test_the_chief_is_the_chief_task_or_worker_zero(monkeypatch, cluster, task_t
     assert info.num_workers == 3
 
 
+# What the Kubeflow training operator writes for a TFJob with Chief (1), Worker (2) and Evaluator (1)
+# replicas: each pod's address is "<job>-<type>-<index>.<namespace>.svc:2222".
+TFJOB = {
+    "chief": ["cifar10-chief-0.default.svc:2222"],
+    "worker": ["cifar10-worker-0.default.svc:2222", "cifar10-worker-1.default.svc:2222"],
+    "evaluator": ["cifar10-evaluator-0.default.svc:2222"],
+}
+
+
+@pytest.mark.parametrize(
+    "task_type, index, worker_index, chief",
+    [("chief", 0, 0, True), ("worker", 0, 1, False), ("worker", 1, 2, False), ("evaluator", 0, None, False)],
+)
+def test_a_tfjob_cluster_with_an_evaluator_trains_on_chief_and_workers_only(
+    monkeypatch, task_type, index, worker_index, chief
+):
+    monkeypatch.setenv("TF_CONFIG", tf_config(TFJOB, task_type, index))
+    info = task_info()
+    assert (info.num_workers, info.worker_index, info.is_chief) == (3, worker_index, chief)
+
+
+def test_the_evaluator_task_is_refused_with_what_to_do_instead(monkeypatch):
+    from lepton_keras.data import load_cifar10
+    from lepton_keras.distribute import get_strategy
+
+    monkeypatch.setenv("TF_CONFIG", tf_config(TFJOB, "evaluator", 0))
+    message = 'the "evaluator" task of TF_CONFIG.*trains on the "chief" and "worker" tasks only.*Evaluator replica'
+    with pytest.raises(RuntimeError, match=message):
+        get_strategy()  # before TensorFlow sees the cluster: no strategy is created
+    with pytest.raises(RuntimeError, match=message):
+        load_cifar10("sample", train_limit=64, validation_limit=0)  # shard="auto" reads TF_CONFIG
+    assert worker_path("backup") == os.path.join("backup", "evaluator_0")  # its own, should it write
+    assert not is_chief()
+
+
 def test_every_worker_gets_paths_no_other_worker_uses(monkeypatch):
     backups, checkpoints, logs = set(), set(), set()
     for index in range(3):

@@ -147,3 +147,49 @@ def test_finish_job_lets_the_chief_exit_last_without_coordination_errors():
     assert finished[0] >= finished[1], output  # the chief waited for worker 1
     assert "Failed to send RPC" not in output and "unhealthy" not in output, output
     assert not [line for line in output.splitlines() if "E0000" in line and "cuInit" not in line], output
+
+
+_THREADS_PROGRAM = """
+import tensorflow as tf
+from lepton_keras.distribute import configure_cpu_threads
+configure_cpu_threads(3)
+threading = tf.config.threading
+assert (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == (3, 3)
+tf.constant(1.0) + 1.0  # TensorFlow starts with those pools
+configure_cpu_threads(3)  # the same sizes again: nothing to change
+try:
+    configure_cpu_threads(2)
+except RuntimeError as error:
+    print(error)
+"""
+
+
+def test_configure_cpu_threads_sizes_both_pools_before_tensorflow_starts():
+    result = subprocess.run([sys.executable, "-c", _THREADS_PROGRAM], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": REPO_ROOT})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cannot size TensorFlow's thread pools to 2 CPU(s): TensorFlow already started with 3 intra-op" in result.stdout
+
+
+def test_configure_cpu_threads_refuses_a_bad_count():
+    from lepton_keras.distribute import configure_cpu_threads
+
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="cpus"):
+            configure_cpu_threads(bad)
+
+
+def test_slurm_cluster_resolver_numbers_the_ports_of_cpu_nodes(monkeypatch):
+    from lepton_keras.distribute import slurm_cluster_resolver
+
+    # 4 tasks on 2 nodes without GPUs (no nvidia-smi here): TensorFlow's own resolver gives no addresses.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    slurm = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "node[01-02]",
+             "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}  # fmt: skip
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    resolver = slurm_cluster_resolver(port_base=9000)
+    assert resolver.cluster_spec().as_dict() == {"worker": ["node01:9000", "node01:9001", "node02:9000", "node02:9001"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 2) and "CUDA_VISIBLE_DEVICES" not in os.environ
+

@@ -1,0 +1,101 @@
+"""The Slurm and Kubernetes examples: the tutorial reads its cluster from Slurm's variables on 2 real
+worker processes, and both examples start the tutorial with flags it accepts (Ray: tests/integrations)."""
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from lepton_keras.distribute import task_info
+from lepton_keras.distribute.launcher import free_ports
+from tests.support.cases import tutorial_module
+from tests.support.harness import REPO_ROOT
+
+TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
+SBATCH = os.path.join(REPO_ROOT, "tutorials", "slurm", "cifar10.sbatch")
+TFJOB = os.path.join(REPO_ROOT, "tutorials", "kubernetes", "tfjob.yaml")
+
+
+def _two_free_ports():
+    """A free port whose successor is free too (Slurm's workers on a node take consecutive ports)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("found no two consecutive free ports")
+
+
+@pytest.mark.multiworker
+def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
+    base = _two_free_ports()
+    slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "2"}
+    command = [sys.executable, TUTORIAL, "--smoke", "--data-source", "sample", "--cluster-resolver", "slurm",
+               "--slurm-port-base", str(base), "--cpu-threads", "1", "--output-dir", str(tmp_path),
+               "--backup-dir", str(tmp_path / "backup")]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    env.update(slurm, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    tasks = [
+        subprocess.Popen(command, env={**env, "SLURM_PROCID": str(rank)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [task.communicate(timeout=300)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], "\n".join(outputs)[-6000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())  # the chief's (task 0) only
+    assert (summary["strategy"], summary["workers"], summary["replicas"]) == ("MultiWorkerMirroredStrategy", 2, 2)
+    assert "wrote" in outputs[0] and "wrote" not in outputs[1]
+    assert not (tmp_path / "backup").exists()  # both workers backed up, and removed their backups at the end
+
+
+def _tutorial_flags(command_text):
+    """The tutorial's flags in a shell command, with the script's variables given example values."""
+    text = command_text.replace("\\\n", " ")
+    for name in ("SLURM_CPUS_PER_TASK",):
+        text = text.replace(f'"${name}"', "8")
+    text = re.sub(r'"\$[A-Z_]+([^"]*)"', r"/shared/run\1", text)
+    words = shlex.split(text)
+    return words[words.index("tutorials/cifar10_cnn.py") + 1 :]
+
+
+def test_the_slurm_script_is_valid_bash_and_starts_the_tutorial_with_its_flags():
+    subprocess.run(["bash", "-n", SBATCH], check=True)
+    text = open(SBATCH).read()
+    assert re.search(r"^#SBATCH --nodes=2$", text, re.M) and re.search(r"^#SBATCH --ntasks-per-node=1$", text, re.M)
+    srun = re.search(r"^srun .*?(?<!\\)$", text, re.M | re.S).group(0)
+    flags = _tutorial_flags(srun)
+    args = tutorial_module().parse_args(flags)
+    assert (args.cluster_resolver, args.cpu_threads, args.recipe, args.epochs) == ("slurm", 8, "fast", 30)
+    assert args.backup_dir and args.output_dir  # on the shared run folder
+
+
+def test_the_tfjob_has_a_chief_and_workers_that_run_the_tutorial_on_a_shared_volume(monkeypatch):
+    yaml = pytest.importorskip("yaml")  # installed with the Ray extra
+    job = yaml.safe_load(open(TFJOB))
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert {kind: spec["replicas"] for kind, spec in replicas.items()} == {"Chief": 1, "Worker": 2}
+    for spec in replicas.values():
+        container = spec["template"]["spec"]["containers"][0]
+        assert container["name"] == "tensorflow"
+        args = tutorial_module().parse_args(container["command"][2:])
+        mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+        assert args.backup_dir.startswith("/runs/") and args.output_dir == "/runs" and "/runs" in mounts
+        assert args.cpu_threads == int(container["resources"]["limits"]["cpu"])
+    # The TF_CONFIG the operator writes for it: 3 training processes, the chief writes.
+    cluster = {"chief": ["cifar10-chief-0.default.svc:2222"],
+               "worker": [f"cifar10-worker-{i}.default.svc:2222" for i in range(2)]}  # fmt: skip
+    infos = []
+    for kind, index in (("chief", 0), ("worker", 0), ("worker", 1)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+        infos.append(task_info())
+    assert [(info.num_workers, info.worker_index, info.is_chief) for info in infos] == [
+        (3, 0, True), (3, 1, False), (3, 2, False)]  # fmt: skip
