@@ -253,6 +253,13 @@ ROWS = {
     "distribute.gradient_communication": Row(distribute.gradient_communication, {"strategy": STRATEGY}),
     "distribute.configure_cpu_devices": Row(distribute.configure_cpu_devices, {"count": COUNT}),
     "distribute.configure_cpu_threads": Row(distribute.configure_cpu_threads, {"cpus": COUNT}),
+    "distribute.scale_recipe": Row(distribute.scale_recipe, {
+        "learning_rate": LEARNING_RATE, "base_batch_size": COUNT, "batch_size": COUNT, "optimizer": STRING,
+        "warmup_epochs": NON_NEGATIVE, "epochs": POSITIVE, "rule": [*CHOICE[:2]],
+        "warmup_epochs_per_doubling": NON_NEGATIVE, "max_warmup_fraction": [*POSITIVE, 1.5],
+        "layerwise_from_batch": COUNT[:-1]},
+        {"learning_rate": 4e-3, "base_batch_size": 128, "batch_size": 2048, "optimizer": "adam",
+         "warmup_epochs": 7.5, "epochs": 30}),  # fmt: skip
     "distribute.slurm_cluster_resolver": Row(distribute.slurm_cluster_resolver, {
         "port_base": [*COUNT, 65536]}),
     "distribute.patch_keras_for_multi_worker": Row(distribute.patch_keras_for_multi_worker, {
@@ -270,6 +277,7 @@ ROWS = {
 EXEMPT = {
     "initializers.LSUVLayerReport": "a record lsuv_initialize returns",
     "distribute.TaskInfo": "a record task_info returns",
+    "distribute.ScaledRecipe": "a record scale_recipe returns",
     "data.Cifar10": "a record load_cifar10 returns (its methods have rows)",
     "data.CLASS_NAMES": "a constant",
     "data.SOURCES": "a constant",

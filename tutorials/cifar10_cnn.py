@@ -25,6 +25,10 @@ Recipes (`--recipe`) change how the same model is trained, never the model:
   validation accuracy, 80% first reached at epoch 26; stock Adam peaks at 70.3%).
 - `sprint`: `fast` without augmentation at global batch 64, for budgets of a few epochs,
   where augmentation slows learning more than it helps (3 epochs: 70.2%).
+- `large-batch`: `fast` scaled to `--batch-size` by `lepton_keras.distribute.scale_recipe`:
+  the peak rate by the square-root rule, one more epoch of rising per doubling of the batch,
+  and Keras's LAMB (biases excluded from weight decay) from batch 1,024
+  (`large_batch_recipe`; benchmarks/large_batch.py measures it).
 
 Both were chosen by measurement (benchmarks/recipe.py, benchmarks/results/recipe.md): the
 peak rate from the LR range test (`lepton-keras lr-find`), the rest from 3-epoch comparisons
@@ -106,10 +110,13 @@ RECIPES = {
     ),
 }
 RECIPES["sprint"] = dataclasses.replace(RECIPES["fast"], batch_size=64, augment=False)
+# Derived for --batch-size by large_batch_recipe (rate, warmup, optimizer), from `fast`.
+RECIPES["large-batch"] = RECIPES["fast"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    recipes = "; ".join(f"{name}: {recipe.describe()}" for name, recipe in RECIPES.items())
+    recipes = "; ".join(f"{name}: {recipe.describe()}" for name, recipe in RECIPES.items() if name != "large-batch")
+    recipes += "; large-batch: fast scaled to --batch-size (rate, warmup and optimizer: large_batch_recipe)"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
     parser.add_argument("--cpu-replicas", type=int, default=None, help="mirror over N logical CPU devices")
@@ -143,6 +150,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--learning-rate", type=float, default=None, help="the (peak) learning rate; default 1e-3")
     parser.add_argument("--schedule", default=None, choices=SCHEDULES, help="learning-rate schedule")
+    parser.add_argument("--warmup-fraction", type=float, default=None,
+                        help="the fraction of the steps the schedule rises (one_cycle, warmup_cosine)")
     parser.add_argument("--weight-decay", type=float, default=None, help="decoupled weight decay of the optimizer")
     parser.add_argument("--label-smoothing", type=float, default=None)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -243,6 +252,22 @@ class Throughput(keras.callbacks.Callback):
         )
 
 
+def large_batch_recipe(batch_size: int, epochs: int) -> Recipe:
+    """The `fast` recipe (tuned at global batch 128) scaled to `batch_size` for a run of `epochs` epochs.
+
+    `lepton_keras.distribute.scale_recipe` derives the peak rate (the square-root rule for
+    AdaBelief), the rising part of the one-cycle schedule (one more epoch per doubling of the
+    batch) and the optimizer (Keras's LAMB from batch 1,024, biases excluded from weight decay).
+    """
+    base = RECIPES["fast"]
+    scaled = distribute.scale_recipe(
+        learning_rate=base.learning_rate, base_batch_size=base.batch_size, batch_size=batch_size,
+        optimizer=base.optimizer, warmup_epochs=base.warmup_fraction * epochs, epochs=epochs,
+    )  # fmt: skip
+    return dataclasses.replace(base, optimizer=scaled.optimizer, learning_rate=scaled.learning_rate,
+                               batch_size=batch_size, warmup_fraction=scaled.warmup_epochs / epochs)  # fmt: skip
+
+
 def resolve_recipe(args: argparse.Namespace) -> Recipe:
     """The named recipe with the explicitly given flags in place of its choices."""
     overrides = {
@@ -250,7 +275,14 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
         for field in dataclasses.fields(Recipe)
         if getattr(args, field.name, None) is not None
     }
-    return dataclasses.replace(RECIPES[args.recipe], **overrides)
+    if args.recipe == "large-batch":
+        recipe = large_batch_recipe(args.batch_size or RECIPES["fast"].batch_size, args.epochs)
+    else:
+        recipe = RECIPES[args.recipe]
+    return dataclasses.replace(recipe, **overrides)
+
+
+LAYERWISE_OPTIMIZERS = ("lamb", "lars")
 
 
 def learning_rate_schedule(recipe: Recipe, total_steps: int):
@@ -275,6 +307,8 @@ def build_training(recipe: Recipe, total_steps: int):
     if recipe.ema_decay is not None:
         name, options = f"ema_{name}", {**options, "decay": recipe.ema_decay, "use_warmup": True}
     optimizer = lepton_keras.optimizers.get(name, **options)
+    if recipe.optimizer in LAYERWISE_OPTIMIZERS and recipe.weight_decay is not None:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])  # as LAMB's and LARS's papers do
     if recipe.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
     else:

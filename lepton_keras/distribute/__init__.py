@@ -1,7 +1,7 @@
-"""Strategies, cluster and chief helpers, batch arithmetic and the local multi-worker launcher.
+"""Strategies, cluster and chief helpers, batch arithmetic, large-batch scaling and the local launcher.
 
-The TensorFlow-free parts (cluster, batch, input plan, launcher, the gradient-communication
-settings) import immediately; the strategy helpers load on first use, so the `lepton-keras`
+The TensorFlow-free parts (cluster, batch, large-batch scaling, input plan, launcher, the
+gradient-communication settings) import immediately; the strategy helpers load on first use, so the `lepton-keras`
 command, which skips the package's eager imports, launches workers without loading TensorFlow.
 """
 
@@ -14,6 +14,7 @@ from lepton_keras.distribute.gradient_communication import (
     gradient_communication,
     set_gradient_communication,
 )
+from lepton_keras.distribute.large_batch import ScaledRecipe, scale_recipe
 
 _LAZY = {
     "get_strategy": "strategy",
@@ -26,12 +27,14 @@ _LAZY = {
 
 __all__ = [
     "GradientCommunication",
+    "ScaledRecipe",
     "TaskInfo",
     "chief_path",
     "global_batch_size",
     "gradient_communication",
     "is_chief",
     "per_replica_batch_size",
+    "scale_recipe",
     "scale_learning_rate",
     "set_gradient_communication",
     "task_info",

@@ -65,7 +65,6 @@ from lepton_keras.callbacks.checkpoint import WorkerBackupAndRestore, backup_fil
 from lepton_keras.distribute.cluster import task_info, worker_path
 from lepton_keras.distribute.strategy import WORKERS_OUTLIVE_JOB_ENV, configure_cpu_threads
 
-_RAY_TRAIN_V2 = "RAY_TRAIN_V2_ENABLED"  # Ray's switch between its two Train implementations
 _RUN_NAME_PREFIX = "lepton_keras"
 
 
@@ -85,7 +84,8 @@ def _run_worker(train_loop_per_worker, config):
 
 
 def _ray_train_v2() -> bool:
-    return os.environ.get(_RAY_TRAIN_V2, "1").strip().lower() not in ("0", "false")
+    """Whether Ray loaded Train v2 (RAY_TRAIN_V2_ENABLED, read by Ray when ray.train is imported)."""
+    return TensorflowTrainer.__module__.startswith("ray.train.v2.")
 
 
 def tensorflow_trainer(
@@ -149,7 +149,8 @@ def tensorflow_trainer(
 
     scaling = {"num_workers": num_workers, "resources_per_worker": {"CPU": cpus_per_worker}}
     if not _ray_train_v2():
-        scaling["trainer_resources"] = {"CPU": 0}  # v1's trainer actor would take a worker's CPU
+        # v1's trainer actor would take a worker's CPU; Ray logs that the option is deprecated (v2 drops it).
+        scaling["trainer_resources"] = {"CPU": 0}
     return TensorflowTrainer(
         functools.partial(_run_worker, train_loop_per_worker),
         train_loop_config=train_loop_config or {},

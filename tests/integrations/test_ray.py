@@ -92,10 +92,13 @@ def _readme_ray_block():
 
 
 @pytest.mark.multiworker
-def test_the_readme_s_ray_example_runs_as_written_in_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("train_v2_enabled", ["1", "0"])
+def test_the_readme_s_ray_example_runs_as_written_in_a_fresh_process(tmp_path, train_v2_enabled):
+    # Ray Train v2 (Ray's default) and v1, whose trainer actor would take one of the 2 CPUs and hang.
     script = tmp_path / "readme_ray.py"
     script.write_text(_readme_ray_block())
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # as a user: the installed package
+    env["RAY_TRAIN_V2_ENABLED"] = train_v2_enabled
     with open(tmp_path / "log.txt", "w") as log:
         status = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, timeout=RAY_TIMEOUT_SECONDS).returncode  # fmt: skip

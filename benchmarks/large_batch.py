@@ -1,0 +1,141 @@
+"""The unchanged tutorial CNN from global batch 128 to 8,192: validation accuracy and images/s per recipe.
+
+    python benchmarks/large_batch.py --data-dir /tmp/cifar10/train --epochs 30
+    python benchmarks/large_batch.py --data-dir /tmp/cifar10/train --epochs 5 --batches 2048 8192 \\
+        --runs-dir runs/large_batch_short --table benchmarks/results/large_batch_short.md \\
+        --plot benchmarks/results/large_batch_short.png     # a short budget, to choose settings
+
+Runs tutorials/cifar10_cnn.py as a subprocess for every (batch, variant), on the 5,000-image
+validation split carved from the 50,000 training images, all for the same number of epochs:
+
+- `naive`: the `fast` recipe (tuned at batch 128) at the new batch with its learning rate,
+  warmup and optimizer unchanged;
+- `linear`: the same optimizer with the linear rule (lr x B/128) and the warmup of
+  `lepton_keras.distribute.large_batch.grown_warmup_epochs`;
+- `large-batch`: `--recipe large-batch`, `scale_recipe`'s rate rule, warmup and optimizer.
+
+At batch 128 the three are the same run. Each run writes its summary.json under --runs-dir;
+`--reuse` skips a run whose summary.json has --epochs epochs. Writes a markdown table (--table)
+of the final and best validation accuracy and the steady-state images/s of each run, and a PNG
+(--plot) of the final validation accuracy against the batch, one line per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
+RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
+BASE = {"learning_rate": 4e-3, "batch_size": 128, "warmup_fraction": 0.25}  # the tutorial's fast recipe
+VARIANTS = ("naive", "linear", "large-batch")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="the CIFAR-10 training image folder (one folder per class)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 512, 2048, 8192])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--runs-dir", default="runs/large_batch")
+    parser.add_argument("--reuse", action="store_true", help="skip a run whose summary.json has --epochs epochs")
+    parser.add_argument("--plot", default=os.path.join(RESULTS, "large_batch.png"))
+    parser.add_argument("--table", default=os.path.join(RESULTS, "large_batch.md"))
+    return parser.parse_args(argv)
+
+
+def variant_flags(variant: str, batch: int, epochs: int) -> list[str]:
+    """The tutorial's flags for one variant at global batch `batch`."""
+    from lepton_keras.distribute.large_batch import grown_warmup_epochs, rule_learning_rate
+
+    if variant == "large-batch":
+        return ["--recipe", "large-batch", "--batch-size", str(batch)]
+    flags = ["--recipe", "fast", "--batch-size", str(batch)]
+    if variant == "linear" and batch != BASE["batch_size"]:
+        rate = rule_learning_rate(BASE["learning_rate"], BASE["batch_size"], batch, "linear")
+        warmup = grown_warmup_epochs(BASE["warmup_fraction"] * epochs, BASE["batch_size"], batch, per_doubling=1.0,
+                                     epochs=epochs, max_fraction=0.5)  # fmt: skip
+        flags += ["--learning-rate", f"{rate:g}", "--warmup-fraction", f"{warmup / epochs:g}"]
+    return flags
+
+
+def run_tutorial(output_dir: str, flags: list[str], args) -> dict:
+    """Runs the tutorial (unless --reuse finds the run) and returns its summary."""
+    path = os.path.join(output_dir, "summary.json")
+    if args.reuse and os.path.exists(path):
+        with open(path) as file:
+            summary = json.load(file)
+        if len(summary["history"]["val_accuracy"]) == args.epochs:
+            print(f"reusing {path}")
+            return summary
+    command = [sys.executable, TUTORIAL, "--data-dir", args.data_dir, "--epochs", str(args.epochs),
+               "--output-dir", output_dir, "--verbose", "2", *flags]  # fmt: skip
+    print("running", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
+    with open(path) as file:
+        return json.load(file)
+
+
+def write_table(results: dict, path: str) -> str:
+    header = ["global batch", "variant", "recipe", "final validation accuracy", "best (epoch)", "images/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (batch, variant), summary in sorted(results.items()):
+        accuracies = summary["history"]["val_accuracy"]
+        best = max(accuracies)
+        choices = summary["recipe_choices"]
+        recipe = f"{choices['optimizer']} lr {choices['learning_rate']:.4g}, warmup {choices['warmup_fraction']:.3g}"
+        cells = [str(batch), variant, recipe, f"{accuracies[-1]:.4f}", f"{best:.4f} ({accuracies.index(best) + 1})",
+                 f"{summary['steady_state_images_per_second']:,.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+        file.write(text)
+    return text
+
+
+def plot(results: dict, epochs: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for variant in VARIANTS:
+        points = sorted((batch, s["history"]["val_accuracy"][-1]) for (batch, v), s in results.items() if v == variant)
+        if points:
+            axes.plot(*zip(*points), marker="o", label=variant)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("global batch")
+    axes.set_ylabel(f"validation accuracy after {epochs} epochs")
+    axes.set_title("CIFAR-10, the tutorial's CNN (unchanged), fast recipe scaled to the batch")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = {}
+    for batch in args.batches:
+        for variant in args.variants:
+            if batch == BASE["batch_size"] and variant != args.variants[0]:
+                results[(batch, variant)] = results[(batch, args.variants[0])]  # the same run at k = 1
+                continue
+            directory = os.path.join(args.runs_dir, f"{variant}_{batch}")
+            results[(batch, variant)] = run_tutorial(directory, variant_flags(variant, batch, args.epochs), args)
+    plot(results, args.epochs, args.plot)
+    print(write_table(results, args.table))
+    print(f"wrote {args.plot} and {args.table}")
+
+
+if __name__ == "__main__":
+    main()
