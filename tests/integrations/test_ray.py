@@ -2,8 +2,9 @@
 
 The same training function (tests/support/workers/ray_training.py: the tutorial CNN, shuffled
 and augmented sample images, a backup every 3 batches) runs under `lepton-keras launch
---workers 2` and through `tensorflow_trainer`; a second Ray run loses worker 1 (SIGKILL) in
-its second epoch and Ray restarts both workers from the latest checkpoint.
+--workers 2` and through `tensorflow_trainer`, in a run that loses worker 1 (SIGKILL) in its
+second epoch, which Ray restarts from the latest checkpoint. The README's Ray block (Train v2)
+and the tutorial on Ray (Train v1) run as a user runs them.
 """
 
 import glob
@@ -47,41 +48,38 @@ def _assert_bitwise_equal(actual, expected, what):
 
 
 @pytest.mark.multiworker
-def test_ray_train_gives_the_weights_of_launch_and_resumes_a_killed_worker_exactly(tmp_path):
+def test_ray_train_resumes_a_killed_worker_to_the_weights_of_launch_bitwise(tmp_path):
+    # One Ray run proves both: Ray Train gives the launcher's numbers, and a restart resumes exactly.
     launched = tmp_path / "launch"
     launched.mkdir()
     launch_workers("tests.support.workers.ray_training", ["--out", str(launched)], workers=2)
     output = _run([sys.executable, "-m", "tests.support.workers.ray_training", "--ray", "--out", str(tmp_path)],
                   tmp_path / "ray.log")  # fmt: skip
     driver = json.loads((tmp_path / "driver.json").read_text())
-    reference = _variables(launched)
 
-    # Uninterrupted: bitwise the weights and optimizer state of the launcher's 2 workers.
-    _assert_bitwise_equal(_variables(tmp_path / "ray"), reference, "Ray Train against lepton-keras launch")
-    ray_run = json.loads((tmp_path / "ray" / "result.json").read_text())
-    assert ray_run == {"restored_position": None, "iterations": 12, "workers": 2, "intra_op_threads": 1}
-
-    # Killed at global batch 8, restarted by Ray, resumed from a mid-run checkpoint: bitwise again.
+    # Worker 1 died at global batch 8; Ray restarted both from a mid-run checkpoint.
     assert (tmp_path / "killed" / "killed.marker").exists() and "KILLING worker" in output
     killed = json.loads((tmp_path / "killed" / "result.json").read_text())
     assert killed["restored_position"] in ([0, 3], [1, 2]), killed  # the backups before batch 8
-    assert killed["iterations"] == 12
-    _assert_bitwise_equal(_variables(tmp_path / "killed"), reference, "a killed and resumed Ray run against launch")
+    assert (killed["iterations"], killed["workers"], killed["intra_op_threads"]) == (12, 2, 1)  # 1 thread: 1 CPU
+    _assert_bitwise_equal(_variables(tmp_path / "killed"), _variables(launched), "Ray Train (killed, resumed) "
+                          "against lepton-keras launch")  # fmt: skip
 
-    for run in ("ray", "killed"):
-        # Every worker reported (the barrier passed); Ray kept rank 0's metrics and the chief's checkpoint.
-        assert driver[run]["error"] == "None"
-        metrics = driver[run]["metrics"]
-        assert (metrics["epoch"], metrics["batch"]) == (2, 4) and np.isfinite(metrics["loss"]), metrics
-        assert driver[run]["checkpoint_files"] == ["backup-e2-b4.json", "backup-e2-b4.weights.h5"]
-        checkpoints = sorted(filter(os.path.isdir, glob.glob(str(tmp_path / "storage" / run / "checkpoint_*"))))
-        assert len(checkpoints) >= 4  # the backups at batches 3, 6, 9 and 12 (one more after the restart)
-        for folder in checkpoints:  # written by the chief only: one backup, no other worker's files
-            names = sorted(os.listdir(folder))
-            assert len(names) == 2 and names[0].endswith(".json") and names[1].endswith(".weights.h5"), names
+    # Every worker reported (the barrier passed); Ray kept rank 0's metrics and the chief's checkpoint.
+    assert driver["error"] == "None"
+    metrics = driver["metrics"]
+    assert (metrics["epoch"], metrics["batch"]) == (2, 4) and np.isfinite(metrics["loss"]), metrics
+    assert driver["checkpoint_files"] == ["backup-e2-b4.json", "backup-e2-b4.weights.h5"]
+    checkpoints = sorted(filter(os.path.isdir, glob.glob(str(tmp_path / "storage" / "killed" / "checkpoint_*"))))
+    assert len(checkpoints) >= 4  # the backups at batches 3, 6, 9 and 12 (one more after the restart)
+    for folder in checkpoints:  # written by the chief only: one backup, no other worker's files
+        names = sorted(os.listdir(folder))
+        assert len(names) == 2 and names[0].endswith(".json") and names[1].endswith(".weights.h5"), names
     assert "Ray would restore its checkpoints into this run" in driver["reused_name_error"]
     # keras_compat's probes say nothing on success, even with TensorFlow's INFO logs shown (Ray shows them).
-    assert "Error reported to Coordinator" not in output and "Traceback" not in output
+    # (Not "no Traceback": with two local Ray clusters at once, as under pytest-xdist, Ray's own
+    # PlacementGroupCleaner prints one for "Found multiple active Ray instances", harmlessly.)
+    assert "Error reported to Coordinator" not in output and "Invalid reduction dimension" not in output
 
 
 def _readme_ray_block():
@@ -92,13 +90,10 @@ def _readme_ray_block():
 
 
 @pytest.mark.multiworker
-@pytest.mark.parametrize("train_v2_enabled", ["1", "0"])
-def test_the_readme_s_ray_example_runs_as_written_in_a_fresh_process(tmp_path, train_v2_enabled):
-    # Ray Train v2 (Ray's default) and v1, whose trainer actor would take one of the 2 CPUs and hang.
+def test_the_readme_s_ray_example_runs_as_written_in_a_fresh_process(tmp_path):
     script = tmp_path / "readme_ray.py"
     script.write_text(_readme_ray_block())
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # as a user: the installed package
-    env["RAY_TRAIN_V2_ENABLED"] = train_v2_enabled
     with open(tmp_path / "log.txt", "w") as log:
         status = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, timeout=RAY_TIMEOUT_SECONDS).returncode  # fmt: skip
@@ -109,7 +104,10 @@ def test_the_readme_s_ray_example_runs_as_written_in_a_fresh_process(tmp_path, t
 
 
 @pytest.mark.multiworker
-def test_the_tutorial_runs_on_two_ray_workers(tmp_path):
+def test_the_tutorial_runs_on_two_ray_workers_under_ray_train_v1(tmp_path, monkeypatch):
+    # Train v1 (the README's block runs v2, Ray's default): its trainer actor would take one of the
+    # 2 CPUs and the run would wait for ever.
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "0")
     command = [sys.executable, os.path.join(REPO_ROOT, "tutorials", "ray", "cifar10_ray.py"), "--workers", "2",
                "--storage-path", str(tmp_path / "ray"), "--", "--smoke", "--data-source", "sample",
                "--output-dir", str(tmp_path / "out")]  # fmt: skip

@@ -10,10 +10,10 @@ WorkerBackupAndRestore, after sizing the thread pools as the Ray workers do (1 C
     python -m tests.support.workers.ray_training --ray --out DIR   # the Ray driver
 
 The Ray driver starts a local Ray cluster on 127.0.0.1 (2 CPUs) and runs, through
-`lepton_keras.integrations.ray.tensorflow_trainer`: `DIR/ray` uninterrupted; `DIR/killed`,
-in which worker 1 SIGKILLs itself at global batch `KILLED_AT` and Ray restarts both workers
-from the latest checkpoint; and one trainer with a reused run name. It writes
-`DIR/driver.json`: each run's final metrics, checkpoint files and errors.
+`lepton_keras.integrations.ray.tensorflow_trainer`, `DIR/killed`: worker 1 SIGKILLs itself at
+global batch `KILLED_AT` and Ray restarts both workers from the latest checkpoint. Then it
+builds one trainer with the same run name. It writes `DIR/driver.json`: the run's final
+metrics, checkpoint files and error, and the reused name's error.
 """
 
 from __future__ import annotations
@@ -103,20 +103,18 @@ def _run_ray(out: str) -> None:
         runtime_env={"env_vars": {"PYTHONPATH": repo_root, "TF_CPP_MIN_LOG_LEVEL": "2"}},
     )  # fmt: skip
     storage = os.path.join(out, "storage")
-    summary = {}
-    for run, extra in (("ray", {}), ("killed", {"kill_at": KILLED_AT})):
-        run_out = os.path.join(out, run)
-        os.makedirs(run_out)
-        trainer = tensorflow_trainer(
-            train, num_workers=2, cpus_per_worker=1, storage_path=storage, name=run, max_failures=1,
-            train_loop_config={"out": run_out, "ray": True, **extra},
-        )  # fmt: skip
-        result = trainer.fit()
-        with result.checkpoint.as_directory() as folder:
-            files = sorted(os.listdir(folder))
-        summary[run] = {"metrics": result.metrics, "checkpoint_files": files, "error": repr(result.error)}
+    run_out = os.path.join(out, "killed")
+    os.makedirs(run_out)
+    trainer = tensorflow_trainer(
+        train, num_workers=2, cpus_per_worker=1, storage_path=storage, name="killed", max_failures=1,
+        train_loop_config={"out": run_out, "ray": True, "kill_at": KILLED_AT},
+    )  # fmt: skip
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as folder:
+        files = sorted(os.listdir(folder))
+    summary = {"metrics": result.metrics, "checkpoint_files": files, "error": repr(result.error)}
     try:
-        tensorflow_trainer(train, num_workers=2, storage_path=storage, name="ray")
+        tensorflow_trainer(train, num_workers=2, storage_path=storage, name="killed")
         summary["reused_name_error"] = None
     except ValueError as error:
         summary["reused_name_error"] = str(error)
