@@ -23,14 +23,13 @@ of the final and best validation accuracy and the steady-state images/s of each 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
+from benchmarks.recipe import run_tutorial  # noqa: E402  (the same subprocess run, --reuse and summary)
+
 RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
 BASE = {"learning_rate": 4e-3, "batch_size": 128, "warmup_fraction": 0.25}  # the tutorial's fast recipe
 VARIANTS = ("naive", "linear", "large-batch")
@@ -62,23 +61,6 @@ def variant_flags(variant: str, batch: int, epochs: int) -> list[str]:
                                      epochs=epochs, max_fraction=0.5)  # fmt: skip
         flags += ["--learning-rate", f"{rate:g}", "--warmup-fraction", f"{warmup / epochs:g}"]
     return flags
-
-
-def run_tutorial(output_dir: str, flags: list[str], args) -> dict:
-    """Runs the tutorial (unless --reuse finds the run) and returns its summary."""
-    path = os.path.join(output_dir, "summary.json")
-    if args.reuse and os.path.exists(path):
-        with open(path) as file:
-            summary = json.load(file)
-        if len(summary["history"]["val_accuracy"]) == args.epochs:
-            print(f"reusing {path}")
-            return summary
-    command = [sys.executable, TUTORIAL, "--data-dir", args.data_dir, "--epochs", str(args.epochs),
-               "--output-dir", output_dir, "--verbose", "2", *flags]  # fmt: skip
-    print("running", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=REPO_ROOT)
-    with open(path) as file:
-        return json.load(file)
 
 
 def write_table(results: dict, path: str) -> str:
@@ -131,7 +113,8 @@ def main(argv=None):
                 results[(batch, variant)] = results[(batch, args.variants[0])]  # the same run at k = 1
                 continue
             directory = os.path.join(args.runs_dir, f"{variant}_{batch}")
-            results[(batch, variant)] = run_tutorial(directory, variant_flags(variant, batch, args.epochs), args)
+            flags = variant_flags(variant, batch, args.epochs)
+            results[(batch, variant)] = run_tutorial(directory, flags, args.epochs, args)
     plot(results, args.epochs, args.plot)
     print(write_table(results, args.table))
     print(f"wrote {args.plot} and {args.table}")

@@ -58,9 +58,7 @@ def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
 
 def _tutorial_flags(command_text):
     """The tutorial's flags in a shell command, with the script's variables given example values."""
-    text = command_text.replace("\\\n", " ")
-    for name in ("SLURM_CPUS_PER_TASK",):
-        text = text.replace(f'"${name}"', "8")
+    text = command_text.replace("\\\n", " ").replace('"$SLURM_CPUS_PER_TASK"', "8")
     text = re.sub(r'"\$[A-Z_]+([^"]*)"', r"/shared/run\1", text)
     words = shlex.split(text)
     return words[words.index("tutorials/cifar10_cnn.py") + 1 :]
