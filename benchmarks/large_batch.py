@@ -33,6 +33,7 @@ from benchmarks.recipe import run_tutorial  # noqa: E402  (the same subprocess r
 RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
 BASE = {"learning_rate": 4e-3, "batch_size": 128, "warmup_fraction": 0.25}  # the tutorial's fast recipe
 VARIANTS = ("naive", "linear", "large-batch")
+TRAINING_IMAGES = 45_000  # the training split: 50,000 less the 5,000 validation images
 
 
 def parse_args(argv=None):
@@ -64,14 +65,20 @@ def variant_flags(variant: str, batch: int, epochs: int) -> list[str]:
 
 
 def write_table(results: dict, path: str) -> str:
-    header = ["global batch", "variant", "recipe", "final validation accuracy", "best (epoch)", "images/s"]
+    header = ["global batch", "steps", "variant", "recipe", "final validation accuracy", "best (epoch)",
+              "final training accuracy", "images/s"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (batch, variant), summary in sorted(results.items()):
-        accuracies = summary["history"]["val_accuracy"]
+        history = summary["history"]
+        accuracies = history["val_accuracy"]
         best = max(accuracies)
         choices = summary["recipe_choices"]
         recipe = f"{choices['optimizer']} lr {choices['learning_rate']:.4g}, warmup {choices['warmup_fraction']:.3g}"
-        cells = [str(batch), variant, recipe, f"{accuracies[-1]:.4f}", f"{best:.4f} ({accuracies.index(best) + 1})",
+        if not choices.get("augment", True):
+            recipe += ", no augmentation"
+        steps = len(accuracies) * (TRAINING_IMAGES // batch)  # the tutorial drops the last partial batch
+        cells = [str(batch), f"{steps:,}", variant, recipe, f"{accuracies[-1]:.4f}",
+                 f"{best:.4f} ({accuracies.index(best) + 1})", f"{history['accuracy'][-1]:.4f}",
                  f"{summary['steady_state_images_per_second']:,.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
@@ -82,22 +89,37 @@ def write_table(results: dict, path: str) -> str:
 
 
 def plot(results: dict, epochs: int, path: str) -> None:
+    """Left: the final validation accuracy against the batch; right: every run's curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, (by_batch, curves) = plt.subplots(1, 2, figsize=(13, 4.5))
+    styles = dict(zip(VARIANTS, ("-", ":", "--")))
+    batches = sorted({batch for batch, _ in results})
+    colors = dict(zip(batches, plt.get_cmap("viridis")([i / max(1, len(batches) - 1) for i in range(len(batches))])))
     for variant in VARIANTS:
         points = sorted((batch, s["history"]["val_accuracy"][-1]) for (batch, v), s in results.items() if v == variant)
         if points:
-            axes.plot(*zip(*points), marker="o", label=variant)
-    axes.set_xscale("log", base=2)
-    axes.set_xlabel("global batch")
-    axes.set_ylabel(f"validation accuracy after {epochs} epochs")
-    axes.set_title("CIFAR-10, the tutorial's CNN (unchanged), fast recipe scaled to the batch")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left")
+            by_batch.plot(*zip(*points), marker="o", linestyle=styles[variant], label=variant)
+        for batch, summary in sorted((b, s) for (b, v), s in results.items() if v == variant):
+            if batch != BASE["batch_size"] or variant == VARIANTS[0]:
+                accuracies = summary["history"]["val_accuracy"]
+                curves.plot(range(1, len(accuracies) + 1), accuracies, linestyle=styles[variant],
+                            color=colors[batch], label=f"{batch} {variant}")  # fmt: skip
+    by_batch.set_xscale("log", base=2)
+    by_batch.set_xlabel("global batch")
+    by_batch.set_ylabel(f"validation accuracy after {epochs} epochs")
+    by_batch.set_title("the fast recipe scaled to the batch")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation accuracy")
+    curves.set_title("every run (colour: batch, line: variant)")
+    curves.legend(fontsize=7, ncol=2, loc="lower right")
+    for axes in (by_batch, curves):
+        axes.grid(alpha=0.3)
+    by_batch.legend(loc="lower left")
+    figure.suptitle("CIFAR-10, the tutorial's CNN (unchanged)")
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=80)

@@ -101,6 +101,33 @@ def test_smoke_run_with_the_fast_recipe(tmp_path):
     assert len(summary["epoch_seconds"]) == 1
 
 
+@pytest.mark.parametrize("batch, epochs, train_limit, optimizer, augment", [
+    (512, 30, None, "adabelief", True),
+    (2048, 30, None, "lamb", True),  # 630 steps
+    (8192, 30, None, "lamb", False),  # 150 steps: fewer than MIN_STEPS_TO_AUGMENT
+    (8192, 90, None, "lamb", True),  # 450 steps
+    (2048, 30, 20_000, "lamb", False),  # 270 steps of the 20,000 images
+])
+def test_the_large_batch_recipe_flags_resolve_to_scale_recipe_s_choices(batch, epochs, train_limit, optimizer,
+                                                                         augment):  # fmt: skip
+    tutorial = tutorial_module()
+    argv = ["--recipe", "large-batch", "--batch-size", str(batch), "--epochs", str(epochs)]
+    limit = ["--train-limit", str(train_limit)] if train_limit else []
+    recipe = tutorial.resolve_recipe(tutorial.parse_args(argv + limit))
+    fast = tutorial.RECIPES["fast"]
+    scaled = lepton_keras.distribute.scale_recipe(
+        learning_rate=fast.learning_rate, base_batch_size=fast.batch_size, batch_size=batch, optimizer=fast.optimizer,
+        warmup_epochs=fast.warmup_fraction * epochs, epochs=epochs, critical_batch_size=tutorial.CRITICAL_BATCH_SIZE,
+    )  # fmt: skip
+    assert (recipe.optimizer, recipe.batch_size, recipe.augment) == (optimizer, batch, augment)
+    assert recipe.learning_rate == scaled.learning_rate
+    assert recipe.learning_rate == pytest.approx(4e-3 * (min(batch, 2048) / 128) ** 0.5, rel=1e-12)  # capped
+    assert recipe.warmup_fraction == pytest.approx(scaled.warmup_epochs / epochs, rel=1e-12)
+    assert (recipe.schedule, recipe.weight_decay, recipe.label_smoothing) == ("one_cycle", 0.05, 0.1)
+    explicit = tutorial.resolve_recipe(tutorial.parse_args(argv + ["--augment", "--learning-rate", "0.02"]))
+    assert (explicit.augment, explicit.learning_rate) == (True, 0.02)  # explicit flags override the recipe
+
+
 def run_importing(*argv):
     """Runs argv under `python -X importtime`: (result, the names of the modules it imported)."""
     result = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, timeout=60,

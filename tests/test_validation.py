@@ -257,7 +257,7 @@ ROWS = {
         "learning_rate": LEARNING_RATE, "base_batch_size": COUNT, "batch_size": COUNT, "optimizer": STRING,
         "warmup_epochs": NON_NEGATIVE, "epochs": POSITIVE, "rule": [*CHOICE[:2]],
         "warmup_epochs_per_doubling": NON_NEGATIVE, "max_warmup_fraction": [*POSITIVE, 1.5],
-        "layerwise_from_batch": COUNT[:-1]},
+        "layerwise_from_batch": COUNT[:-1], "critical_batch_size": [*COUNT[:-1], 64]},
         {"learning_rate": 4e-3, "base_batch_size": 128, "batch_size": 2048, "optimizer": "adam",
          "warmup_epochs": 7.5, "epochs": 30}),  # fmt: skip
     "distribute.slurm_cluster_resolver": Row(distribute.slurm_cluster_resolver, {

@@ -26,8 +26,9 @@ Recipes (`--recipe`) change how the same model is trained, never the model:
 - `sprint`: `fast` without augmentation at global batch 64, for budgets of a few epochs,
   where augmentation slows learning more than it helps (3 epochs: 70.2%).
 - `large-batch`: `fast` scaled to `--batch-size` by `lepton_keras.distribute.scale_recipe`:
-  the peak rate by the square-root rule, one more epoch of rising per doubling of the batch,
-  and Keras's LAMB (biases excluded from weight decay) from batch 1,024
+  the peak rate by the square-root rule up to the measured critical batch (2,048),
+  one more epoch of rising per doubling of the batch, Keras's LAMB (biases excluded from
+  weight decay) from batch 1,024, and no augmentation in runs of fewer than 300 steps
   (`large_batch_recipe`; benchmarks/large_batch.py measures it).
 
 Both were chosen by measurement (benchmarks/recipe.py, benchmarks/results/recipe.md): the
@@ -252,20 +253,35 @@ class Throughput(keras.callbacks.Callback):
         )
 
 
-def large_batch_recipe(batch_size: int, epochs: int) -> Recipe:
+# Past this batch the rate stops growing (measured, benchmarks/README.md): at 2,048 the
+# square-root rule's 0.016 trained best (against 0.008, 0.011 and 0.032), at 8,192 its 0.032
+# trained worse than 0.016 (0.449 against 0.515 in 30 epochs).
+CRITICAL_BATCH_SIZE = 2048
+# Crop+flip augmentation pays only in runs with the steps to fit the augmented images: without it
+# the 30-epoch runs did worse at batch 2,048 (630 steps) and better at 8,192 (150 steps).
+MIN_STEPS_TO_AUGMENT = 300
+TRAINING_IMAGES = 45_000  # load_cifar10's training split: 50,000 less the 5,000 validation images
+
+
+def large_batch_recipe(batch_size: int, epochs: int, training_images: int = TRAINING_IMAGES) -> Recipe:
     """The `fast` recipe (tuned at global batch 128) scaled to `batch_size` for a run of `epochs` epochs.
 
     `lepton_keras.distribute.scale_recipe` derives the peak rate (the square-root rule for
-    AdaBelief), the rising part of the one-cycle schedule (one more epoch per doubling of the
-    batch) and the optimizer (Keras's LAMB from batch 1,024, biases excluded from weight decay).
+    AdaBelief, up to `CRITICAL_BATCH_SIZE`), the rising part of the one-cycle schedule
+    (one more epoch per doubling of the batch) and the optimizer (Keras's LAMB from batch 1,024,
+    biases excluded from weight decay). Runs of fewer than `MIN_STEPS_TO_AUGMENT` steps over
+    `training_images` images train without augmentation.
     """
     base = RECIPES["fast"]
     scaled = distribute.scale_recipe(
         learning_rate=base.learning_rate, base_batch_size=base.batch_size, batch_size=batch_size,
         optimizer=base.optimizer, warmup_epochs=base.warmup_fraction * epochs, epochs=epochs,
+        critical_batch_size=CRITICAL_BATCH_SIZE,
     )  # fmt: skip
+    steps = epochs * (training_images // batch_size)
     return dataclasses.replace(base, optimizer=scaled.optimizer, learning_rate=scaled.learning_rate,
-                               batch_size=batch_size, warmup_fraction=scaled.warmup_epochs / epochs)  # fmt: skip
+                               batch_size=batch_size, warmup_fraction=scaled.warmup_epochs / epochs,
+                               augment=base.augment and steps >= MIN_STEPS_TO_AUGMENT)  # fmt: skip
 
 
 def resolve_recipe(args: argparse.Namespace) -> Recipe:
@@ -276,7 +292,8 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
         if getattr(args, field.name, None) is not None
     }
     if args.recipe == "large-batch":
-        recipe = large_batch_recipe(args.batch_size or RECIPES["fast"].batch_size, args.epochs)
+        recipe = large_batch_recipe(args.batch_size or RECIPES["fast"].batch_size, args.epochs,
+                                    args.train_limit or TRAINING_IMAGES)  # fmt: skip
     else:
         recipe = RECIPES[args.recipe]
     return dataclasses.replace(recipe, **overrides)

@@ -7,7 +7,12 @@ Adding workers multiplies the global batch B. A recipe tuned at B0 then needs th
    LARS, whose step is proportional to the gradient. For Adam-like optimizers, whose step is
    normalised by the gradient's second moment, the square-root rule lr(B) = lr0 sqrt(k) keeps
    the noise of the update the same (Malladi et al. 2022; You et al. 2019 scale LAMB so).
-   "none" keeps lr0.
+   "none" keeps lr0. Both rules assume the gradient's noise dominates the step, which holds
+   only below a critical batch: past it a larger batch hardly lowers the noise further, and
+   the optimal rate stops growing (Shallue et al. 2018; McCandlish et al. 2018). Given that
+   batch B_crit, the rules use
+
+       k = min(B, B_crit) / B0.
 2. **The warmup.** With k times fewer steps per epoch, a warmup of a fixed number of epochs is
    k times fewer steps, just when a k (or sqrt k) times larger rate needs more of them. The
    warmup here grows by `warmup_epochs_per_doubling` epochs for every doubling of the batch:
@@ -33,7 +38,9 @@ References: Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet
 arXiv:1706.02677; You, Gitman and Ginsburg 2017, "Large Batch Training of Convolutional
 Networks", arXiv:1708.03888; You et al. 2019, "Large Batch Optimization for Deep Learning:
 Training BERT in 76 minutes", arXiv:1904.00962; Malladi et al. 2022, "On the SDEs and Scaling
-Rules for Adaptive Gradient Algorithms", arXiv:2205.10287.
+Rules for Adaptive Gradient Algorithms", arXiv:2205.10287; Shallue et al. 2018, "Measuring the
+Effects of Data Parallelism on Neural Network Training", arXiv:1811.03600; McCandlish et al.
+2018, "An Empirical Model of Large-Batch Training", arXiv:1812.06162.
 """
 
 from __future__ import annotations
@@ -53,18 +60,36 @@ ADAPTIVE_OPTIMIZERS = frozenset({
 SGD_OPTIMIZERS = frozenset({"sgd", "lars"})
 
 
-def rule_learning_rate(learning_rate: float, base_batch_size: int, batch_size: int, rule: str) -> float:
-    """lr0 k ("linear"), lr0 sqrt(k) ("sqrt") or lr0 ("none"), with k = batch_size / base_batch_size.
+def batch_ratio(base_batch_size: int, batch_size: int, critical_batch_size: int | None = None) -> float:
+    """k = min(B, B_crit) / B0: the batch's growth that the rate rules scale by.
+
+    Example:
+        >>> batch_ratio(128, 8192), batch_ratio(128, 8192, critical_batch_size=2048)
+        (64.0, 16.0)
+    """
+    base_batch_size = check_int("base_batch_size", base_batch_size, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    critical_batch_size = check_int("critical_batch_size", critical_batch_size, minimum=1, allow_none=True)
+    if critical_batch_size is None:
+        return batch_size / base_batch_size
+    if critical_batch_size < base_batch_size:
+        raise ValueError(f"critical_batch_size must be at least base_batch_size ({base_batch_size}), received: "
+                         f"{critical_batch_size!r}")  # fmt: skip
+    return min(batch_size, critical_batch_size) / base_batch_size
+
+
+def rule_learning_rate(
+    learning_rate: float, base_batch_size: int, batch_size: int, rule: str, *, critical_batch_size: int | None = None
+) -> float:  # fmt: skip
+    """lr0 k ("linear"), lr0 sqrt(k) ("sqrt") or lr0 ("none"), with k = `batch_ratio(...)`.
 
     Example:
         >>> rule_learning_rate(0.1, 256, 1024, "sqrt")
         0.2
     """
     learning_rate = check_positive("learning_rate", learning_rate)
-    base_batch_size = check_int("base_batch_size", base_batch_size, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
     rule = check_choice("rule", rule, LEARNING_RATE_RULES)
-    k = batch_size / base_batch_size
+    k = batch_ratio(base_batch_size, batch_size, critical_batch_size)
     return learning_rate * {"linear": k, "sqrt": math.sqrt(k), "none": 1.0}[rule]
 
 
@@ -122,6 +147,7 @@ def scale_recipe(
     warmup_epochs_per_doubling: float = 1.0,
     max_warmup_fraction: float = 0.5,
     layerwise_from_batch: int | None = 1024,
+    critical_batch_size: int | None = None,
 ) -> ScaledRecipe:
     """The learning rate, warmup and optimizer of a recipe tuned at `base_batch_size`, for `batch_size`.
 
@@ -141,6 +167,9 @@ def scale_recipe(
         max_warmup_fraction: the warmup's cap, as a fraction of `epochs` (default 0.5).
         layerwise_from_batch: from this batch on, an adaptive optimizer becomes "lamb" and SGD
             "lars" (default 1024; None: never).
+        critical_batch_size: the batch past which the rate stops growing (default None: no
+            limit); at least `base_batch_size`. Measure it: the batch past which the rule's
+            rate trains worse than the rate at a smaller batch.
 
     Raises:
         ValueError: a bad argument.
@@ -153,7 +182,8 @@ def scale_recipe(
     max_warmup_fraction = check_positive("max_warmup_fraction", max_warmup_fraction)
     if max_warmup_fraction > 1:
         raise ValueError(f"max_warmup_fraction must be in (0, 1], received: {max_warmup_fraction!r}")
-    scaled_rate = rule_learning_rate(learning_rate, base_batch_size, batch_size, rule)
+    scaled_rate = rule_learning_rate(learning_rate, base_batch_size, batch_size, rule,
+                                     critical_batch_size=critical_batch_size)
     warmup = grown_warmup_epochs(
         warmup_epochs, base_batch_size, batch_size, per_doubling=warmup_epochs_per_doubling, epochs=epochs,
         max_fraction=max_warmup_fraction,

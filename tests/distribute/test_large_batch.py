@@ -9,6 +9,7 @@ import pytest
 
 from lepton_keras.distribute.large_batch import (
     ADAPTIVE_OPTIMIZERS,
+    batch_ratio,
     grown_warmup_epochs,
     rule_learning_rate,
     scale_recipe,
@@ -23,6 +24,24 @@ def test_the_learning_rate_rules_are_their_closed_forms(rule, factor):
         base, batch = (int(v) for v in rng.integers(1, 10_000, size=2))
         rate = float(rng.uniform(1e-5, 1.0))
         assert rule_learning_rate(rate, base, batch, rule) == pytest.approx(rate * factor(batch / base), rel=1e-12)
+
+
+def test_the_rate_stops_growing_at_the_critical_batch():
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        base = int(rng.integers(1, 1_000))
+        critical, batch = base + int(rng.integers(0, 10_000)), int(rng.integers(1, 20_000))
+        expected = min(batch, critical) / base
+        assert batch_ratio(base, batch, critical) == pytest.approx(expected, rel=1e-12)
+        rate = float(rng.uniform(1e-5, 1.0))
+        for rule, factor in (("linear", expected), ("sqrt", math.sqrt(expected)), ("none", 1.0)):
+            got = rule_learning_rate(rate, base, batch, rule, critical_batch_size=critical)
+            assert got == pytest.approx(rate * factor, rel=1e-12)
+    assert batch_ratio(128, 8192, 2048) == 16.0 == batch_ratio(128, 2048, 2048)
+    assert batch_ratio(128, 1024, 2048) == 8.0 == batch_ratio(128, 1024)
+    assert batch_ratio(128, 64, 2048) == 0.5  # a smaller batch: the rule scales down as before
+    with pytest.raises(ValueError, match="critical_batch_size must be at least base_batch_size"):
+        batch_ratio(128, 1024, 64)
 
 
 def test_the_warmup_grows_by_the_given_epochs_per_doubling_up_to_its_cap():
@@ -69,6 +88,7 @@ def test_scale_recipe_options():
     assert scale_recipe(**base, layerwise_from_batch=8192).optimizer == "sgd"
     assert scale_recipe(**base, warmup_epochs_per_doubling=0.0).warmup_epochs == 1.0
     assert scale_recipe(**base, max_warmup_fraction=0.02).warmup_epochs == pytest.approx(1.8)
+    assert scale_recipe(**base, critical_batch_size=1024).learning_rate == pytest.approx(0.4)
     assert {"adam", "adabelief", "lamb"} <= ADAPTIVE_OPTIMIZERS
 
 
@@ -85,6 +105,8 @@ def test_scale_recipe_options():
         ({"warmup_epochs_per_doubling": -0.5}, "per_doubling"),
         ({"max_warmup_fraction": 1.5}, "max_warmup_fraction"),
         ({"layerwise_from_batch": 0}, "layerwise_from_batch"),
+        ({"critical_batch_size": 0}, "critical_batch_size"),
+        ({"critical_batch_size": 64}, "critical_batch_size"),
     ],
 )
 def test_scale_recipe_refuses_bad_input(options, message):
