@@ -12,12 +12,14 @@ validation split carved from the 50,000 training images, all for the same number
   warmup and optimizer unchanged;
 - `linear`: the same optimizer with the linear rule (lr x B/128) and the warmup of
   `lepton_keras.distribute.large_batch.grown_warmup_epochs`;
-- `large-batch`: `--recipe large-batch`, `scale_recipe`'s rate rule, warmup and optimizer.
+- `large-batch`: `--recipe large-batch`, `scale_recipe`'s rate rule (up to the tutorial's
+  critical batch), warmup and optimizer, and no augmentation in runs of fewer than 300 steps.
 
 At batch 128 the three are the same run. Each run writes its summary.json under --runs-dir;
 `--reuse` skips a run whose summary.json has --epochs epochs. Writes a markdown table (--table)
-of the final and best validation accuracy and the steady-state images/s of each run, and a PNG
-(--plot) of the final validation accuracy against the batch, one line per variant.
+of the steps, the final and best validation accuracy, the final training accuracy and the
+steady-state images/s of each run, and a PNG (--plot): the final validation accuracy against the
+batch, one line per variant, and every run's validation curve.
 """
 
 from __future__ import annotations
@@ -68,7 +70,13 @@ def write_table(results: dict, path: str) -> str:
     header = ["global batch", "steps", "variant", "recipe", "final validation accuracy", "best (epoch)",
               "final training accuracy", "images/s"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (batch, variant), summary in sorted(results.items()):
+    written = set()
+    for (batch, variant), summary in sorted(results.items(), key=lambda item: (item[0][0], VARIANTS.index(item[0][1]))):
+        if id(summary) in written:  # at the base batch the variants are one run
+            continue
+        written.add(id(summary))
+        shared = [v for (b, v), other in results.items() if other is summary]
+        variant = " = ".join(shared)
         history = summary["history"]
         accuracies = history["val_accuracy"]
         best = max(accuracies)

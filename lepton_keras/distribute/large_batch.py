@@ -13,13 +13,17 @@ Adding workers multiplies the global batch B. A recipe tuned at B0 then needs th
    batch B_crit, the rules use
 
        k = min(B, B_crit) / B0.
+
+   McCandlish et al.'s optimal SGD rate, eps_max / (1 + B_crit / B), saturates smoothly; the
+   limit here is a hard one, because the smooth form also lowered the rate below B_crit and
+   trained worse there (benchmarks/README.md, the large-batch probes).
 2. **The warmup.** With k times fewer steps per epoch, a warmup of a fixed number of epochs is
    k times fewer steps, just when a k (or sqrt k) times larger rate needs more of them. The
    warmup here grows by `warmup_epochs_per_doubling` epochs for every doubling of the batch:
 
-       warmup_epochs(B) = warmup_epochs0 + warmup_epochs_per_doubling * log2(k)    (k >= 1)
+       warmup_epochs(B) = warmup_epochs0 + warmup_epochs_per_doubling * log2(B / B0)    (B >= B0)
 
-   capped at `max_warmup_fraction` of the run.
+   (past the critical batch too), capped at `max_warmup_fraction` of the run.
 3. **The optimizer.** Past `layerwise_from_batch`, an Adam-like optimizer becomes LAMB (Adam
    with a layer-wise trust ratio, You et al. 2019; Keras's `Lamb`) and momentum SGD becomes
    LARS (You et al. 2017): each layer's step is bounded relative to its weights, so the layer
