@@ -254,8 +254,8 @@ class Throughput(keras.callbacks.Callback):
 
 
 # Past this batch the rate stops growing (measured, benchmarks/README.md): at 2,048 the
-# square-root rule's 0.016 trained best (against 0.008, 0.011 and 0.032), at 8,192 its 0.032
-# trained worse than 0.016 (0.449 against 0.515 in 30 epochs).
+# square-root rule's 0.016 trained best (against 0.011 in 30 epochs, 0.008 and 0.032 in 5), at
+# 8,192 its 0.032 trained worse than 0.016 (0.449 against 0.515 in 30 epochs).
 CRITICAL_BATCH_SIZE = 2048
 # Crop+flip augmentation pays only in runs with the steps to fit the augmented images: without it
 # the 30-epoch runs did worse at batch 2,048 (630 steps) and better at 8,192 (150 steps).
