@@ -30,12 +30,13 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+from benchmarks._tables import write_markdown_table  # noqa: E402
+from benchmarks._tutorial import tutorial  # noqa: E402
 from benchmarks.recipe import run_tutorial  # noqa: E402  (the same subprocess run, --reuse and summary)
 
 RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
 BASE = {"learning_rate": 4e-3, "batch_size": 128, "warmup_fraction": 0.25}  # the tutorial's fast recipe
 VARIANTS = ("naive", "linear", "large-batch")
-TRAINING_IMAGES = 45_000  # the training split: 50,000 less the 5,000 validation images
 
 
 def parse_args(argv=None):
@@ -69,8 +70,8 @@ def variant_flags(variant: str, batch: int, epochs: int) -> list[str]:
 def write_table(results: dict, path: str) -> str:
     header = ["global batch", "steps", "variant", "recipe", "final validation accuracy", "best (epoch)",
               "final training accuracy", "images/s"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    written = set()
+    training_images = tutorial().TRAINING_IMAGES
+    rows, written = [], set()
     for (batch, variant), summary in sorted(results.items(), key=lambda item: (item[0][0], VARIANTS.index(item[0][1]))):
         if id(summary) in written:  # at the base batch the variants are one run
             continue
@@ -84,16 +85,12 @@ def write_table(results: dict, path: str) -> str:
         recipe = f"{choices['optimizer']} lr {choices['learning_rate']:.4g}, warmup {choices['warmup_fraction']:.3g}"
         if not choices.get("augment", True):
             recipe += ", no augmentation"
-        steps = len(accuracies) * (TRAINING_IMAGES // batch)  # the tutorial drops the last partial batch
+        steps = len(accuracies) * (training_images // batch)  # the tutorial drops the last partial batch
         cells = [str(batch), f"{steps:,}", variant, recipe, f"{accuracies[-1]:.4f}",
                  f"{best:.4f} ({accuracies.index(best) + 1})", f"{history['accuracy'][-1]:.4f}",
                  f"{summary['steady_state_images_per_second']:,.0f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as file:
-        file.write(text)
-    return text
+        rows.append(cells)
+    return write_markdown_table(header, rows, path)
 
 
 def plot(results: dict, epochs: int, path: str) -> None:

@@ -36,6 +36,7 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+from benchmarks._tables import write_markdown_table  # noqa: E402
 from benchmarks._tutorial import tutorial  # noqa: E402
 
 RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
@@ -92,19 +93,14 @@ def measure(model, loss, data, recipe, args, epoch: int) -> dict:
 def write_table(rows: list[dict], path: str) -> str:
     header = ["epoch", "‖G‖²", "tr(S)", "B_noise", "steps at 2,048 / at 128 (ideal 1/16)",
               "epochs at 2,048 / at 128", "epochs at 8,192 / at 128"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells = []
     for row in rows:
         scale = row["noise_scale"]
         steps = (1 + scale / 2048) / (1 + scale / 128)
         epochs = [(1 + batch / scale) / (1 + 128 / scale) for batch in (2048, 8192)]
-        cells = [str(row["epoch"]), f"{row['gradient_squared']:.4g}", f"{row['trace']:.4g}", f"{scale:,.0f}",
-                 f"{steps:.3f}", *(f"{e:.2f}" for e in epochs)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as file:
-        file.write(text)
-    return text
+        cells.append([str(row["epoch"]), f"{row['gradient_squared']:.4g}", f"{row['trace']:.4g}", f"{scale:,.0f}",
+                      f"{steps:.3f}", *(f"{e:.2f}" for e in epochs)])  # fmt: skip
+    return write_markdown_table(header, cells, path)
 
 
 def main(argv=None):

@@ -28,6 +28,9 @@ import subprocess
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+from benchmarks._tables import write_markdown_table  # noqa: E402
+
 TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
 RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
 STOCK_FLAGS = ["--recipe", "none", "--optimizer", "adam", "--learning-rate", "1e-3", "--batch-size", "64"]
@@ -75,7 +78,7 @@ def first_epoch_reaching(accuracies: list[float], threshold: float) -> int | Non
     return next((epoch for epoch, value in enumerate(accuracies, 1) if value >= threshold), None)
 
 
-def table_row(label: str, summary: dict) -> str:
+def table_row(label: str, summary: dict) -> list[str]:
     accuracies = summary["history"]["val_accuracy"]
     reached = [first_epoch_reaching(accuracies, t) for t in THRESHOLDS]
     seconds = summary.get("epoch_seconds") or []
@@ -83,19 +86,13 @@ def table_row(label: str, summary: dict) -> str:
     best = max(accuracies)
     cells = [label, str(len(accuracies)), *(str(e) if e else "not reached" for e in reached),
              f"{best:.4f} (epoch {accuracies.index(best) + 1})", f"{accuracies[-1]:.4f}", per_epoch]  # fmt: skip
-    return "| " + " | ".join(cells) + " |"
+    return cells
 
 
 def write_table(rows: list[tuple[str, dict]], path: str) -> str:
     header = ["run", "epochs", "epoch to 70%", "epoch to 80%", "best validation accuracy",
               "final validation accuracy", "s/epoch"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [table_row(label, summary) for label, summary in rows]
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as file:
-        file.write(text)
-    return text
+    return write_markdown_table(header, [table_row(label, summary) for label, summary in rows], path)
 
 
 def plot(curves: list[tuple[str, dict]], path: str) -> None:
