@@ -1,7 +1,7 @@
 """Strategies, cluster and chief helpers, batch arithmetic, large-batch scaling and the local launcher.
 
 The TensorFlow-free parts (cluster, batch, large-batch scaling, input plan, launcher, the
-gradient-communication settings) import immediately; the strategy helpers load on first use, so the `lepton-keras`
+gradient-communication and periodic-sync settings) import immediately; the strategy helpers load on first use, so the `lepton-keras`
 command, which skips the package's eager imports, launches workers without loading TensorFlow.
 """
 
@@ -15,6 +15,7 @@ from lepton_keras.distribute.gradient_communication import (
     set_gradient_communication,
 )
 from lepton_keras.distribute.large_batch import ScaledRecipe, scale_recipe
+from lepton_keras.distribute.periodic_sync import PeriodicSync, periodic_sync, set_periodic_sync
 
 _LAZY = {
     "get_strategy": "strategy",
@@ -23,10 +24,12 @@ _LAZY = {
     "finish_job": "strategy",
     "slurm_cluster_resolver": "strategy",
     "patch_keras_for_multi_worker": "keras_compat",
+    "synchronize_replicas": "replica_averaging",
 }
 
 __all__ = [
     "GradientCommunication",
+    "PeriodicSync",
     "ScaledRecipe",
     "TaskInfo",
     "chief_path",
@@ -34,9 +37,11 @@ __all__ = [
     "gradient_communication",
     "is_chief",
     "per_replica_batch_size",
+    "periodic_sync",
     "scale_recipe",
     "scale_learning_rate",
     "set_gradient_communication",
+    "set_periodic_sync",
     "task_info",
     "worker_path",
     *_LAZY,

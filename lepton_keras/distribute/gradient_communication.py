@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 
+from lepton_keras.distribute.periodic_sync import local_steps_active
 from lepton_keras.validation import check_int, check_number, check_strategy, invalid
 
 COMPRESSIONS = ("float16", "bfloat16")
@@ -152,6 +153,10 @@ def gradient_communication(strategy=None) -> GradientCommunication:
 def sum_gradients(gradients: list, communication: GradientCommunication | None = None) -> list:
     """The gradients summed across replicas and workers, in replica context (None entries stay None).
 
+    In a local step of periodic synchronisation (`periodic_sync.PeriodicSync`) nothing is
+    summed: each replica keeps its own gradient, times the replica count that Keras divided
+    its loss by.
+
     `communication` defaults to the current strategy's setting. Outside a strategy, or with
     one replica, the gradients come back as they are.
     """
@@ -163,6 +168,8 @@ def sum_gradients(gradients: list, communication: GradientCommunication | None =
     present = [index for index, gradient in enumerate(gradients) if gradient is not None]
     if context.num_replicas_in_sync == 1 or not present:
         return list(gradients)
+    if local_steps_active():  # periodic sync: each replica steps on its own batch's mean loss
+        return [_scaled(gradient, context.num_replicas_in_sync) for gradient in gradients]
     communication = communication if communication is not None else gradient_communication()
     values = [gradients[index] for index in present]
     if communication.is_keras_default:  # Keras's path: one all-reduce, in Keras's order
@@ -176,6 +183,18 @@ def sum_gradients(gradients: list, communication: GradientCommunication | None =
         for i, value in zip(bucket, received):
             summed[present[i]] = _decompressed(value, values[i], communication)
     return summed
+
+
+def _scaled(gradient, replicas: int):
+    """R g_r: Keras divided each replica's loss by R, and a local step needs its own batch's mean."""
+    import tensorflow as tf
+
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * tf.cast(replicas, gradient.dtype), gradient.indices,
+                                gradient.dense_shape)  # fmt: skip
+    return gradient * tf.cast(replicas, gradient.dtype)
 
 
 def _compresses(value, communication) -> bool:

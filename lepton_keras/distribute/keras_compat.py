@@ -69,6 +69,7 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import sys
@@ -180,13 +181,28 @@ def _symbolic_build_from_local_batch(self, iterator=None, data_batch=None):
     return _SYMBOLIC_BUILD.original(self, iterator=iterator, data_batch=data_batch)
 
 
+# Set by `route_local_steps`: a function telling when a train step is local (periodic sync), whose
+# logged values are then averaged over this worker's replicas only, with no collective.
+_logs_stay_local = None
+
+
 def _reduce_per_replica_across_replicas(values, strategy, reduction):
-    """`reduce_per_replica` whose multi-worker "mean" averages across replicas only."""
+    """`reduce_per_replica` whose multi-worker "mean" averages across replicas only (or, in a local
+    step of periodic sync, across this worker's replicas only)."""
     if reduction == "auto" and not isinstance(strategy, tf.distribute.TPUStrategy):
         reduction = "mean"
+    if reduction == "mean" and _logs_stay_local is not None and _logs_stay_local():
+        return tf.nest.map_structure(lambda value: _mean_of_local_replicas(value, strategy), values)
     if reduction == "mean" and _is_multi_worker(strategy):
         return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
     return _REDUCE_PER_REPLICA.original(values, strategy, reduction)
+
+
+def _mean_of_local_replicas(value, strategy):
+    if not isinstance(value, tf.distribute.DistributedValues):
+        return value
+    local = strategy.experimental_local_results(value)
+    return tf.add_n(local) / tf.cast(len(local), local[0].dtype) if len(local) > 1 else local[0]
 
 
 class _BuildRecorder:
@@ -294,6 +310,55 @@ def route_keras_gradient_sum(sum_gradients) -> bool:
         return True
 
 
+def route_local_steps(sum_gradients, local_steps_active) -> str | None:
+    """Prepares Keras for the local steps of periodic synchronisation; returns what is missing, or None.
+
+    Routes Keras's optimizers' gradient sum to `sum_gradients` (which keeps each replica's own
+    gradient while `local_steps_active()`), and makes the trainer's per-replica reduction
+    average the logged values over this worker's replicas only while `local_steps_active()`:
+    the per-step collective of Keras's logs would make every worker wait for the slowest one
+    at every step. Idempotent.
+    """
+    global _logs_stay_local
+    if _KERAS_GRADIENT_SUM.missing or _REDUCE_PER_REPLICA.missing:
+        return _KERAS_GRADIENT_SUM.missing or _REDUCE_PER_REPLICA.missing
+    route_keras_gradient_sum(sum_gradients)
+    with _lock:
+        _logs_stay_local = local_steps_active
+        if _REDUCE_PER_REPLICA.current is _REDUCE_PER_REPLICA.original:
+            _REDUCE_PER_REPLICA.replace(_reduce_per_replica_across_replicas)
+    return None
+
+
+# keras.Model's public methods a periodically synced model takes part in (by their public names).
+MODEL_ENTRY_POINTS = ("make_train_function", "fit", "evaluate", "predict", "save", "save_weights")
+_routed_entry_points: dict = {}
+
+
+def route_model_entry_points(around) -> None:
+    """Makes keras.Model's `MODEL_ENTRY_POINTS` run as `around(name, model, proceed)`.
+
+    `proceed()` calls Keras's own method with the caller's arguments (and may be called more
+    than once); `around` decides what happens before and after
+    (`lepton_keras.distribute.replica_averaging`). Idempotent; `unpatch_keras` undoes it.
+    """
+    with _lock:
+        for name in MODEL_ENTRY_POINTS:
+            if name in _routed_entry_points:
+                continue
+            original = getattr(keras.Model, name)
+            _routed_entry_points[name] = (name in vars(keras.Model), original)
+            setattr(keras.Model, name, _routed_entry_point(name, original, around))
+
+
+def _routed_entry_point(name, original, around):
+    @functools.wraps(original)
+    def routed(self, *args, **kwargs):
+        return around(name, self, lambda: original(self, *args, **kwargs))
+
+    return routed
+
+
 class _PerThreadList:
     """The part of the list interface Keras uses for `Layer._losses`, private to each thread."""
 
@@ -376,9 +441,17 @@ def active_functions() -> tuple:
 
 def unpatch_keras() -> None:
     """Restores Keras's own functions (for tests)."""
+    global _logs_stay_local
     with _lock:
         for target in _PATCH_TARGETS.values():
             target.restore()
+        for name, (owned, original) in _routed_entry_points.items():
+            if owned:
+                setattr(keras.Model, name, original)
+            else:
+                delattr(keras.Model, name)
+        _routed_entry_points.clear()
+        _logs_stay_local = None
 
 
 def excluded_from_weight_decay(optimizer, variable) -> bool:

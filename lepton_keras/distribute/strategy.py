@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from lepton_keras.distribute import cluster, keras_compat
 from lepton_keras.distribute.gradient_communication import GradientCommunication, set_gradient_communication
+from lepton_keras.distribute.periodic_sync import PeriodicSync, set_periodic_sync
 from lepton_keras.validation import check_choice, check_int, check_positive, check_strategy, invalid
 
 STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker")
@@ -152,6 +153,7 @@ def get_strategy(
     communication: str = "auto",
     bytes_per_pack: int = 0,
     gradient_communication: GradientCommunication | None = None,
+    periodic_sync: PeriodicSync | None = None,
 ) -> tf.distribute.Strategy:
     """Returns the strategy for this machine or cluster.
 
@@ -172,6 +174,10 @@ def get_strategy(
             16-bit compression) that every optimizer under this strategy, Keras's and
             lepton_keras's, sums its gradients with (default None: Keras's single
             all-reduce); see `lepton_keras.distribute.gradient_communication`.
+        periodic_sync: a `PeriodicSync` (replicas that train on their own shards and average
+            every H steps: local SGD, post-local SGD, DiLoCo) for every model trained under
+            this strategy (default None: the gradient all-reduce of every step); see
+            `lepton_keras.distribute.periodic_sync`.
 
     For multi-worker strategies the Keras compatibility fixes of
     `lepton_keras.distribute.keras_compat` are applied, so `model.fit`, `evaluate` and
@@ -217,10 +223,14 @@ def get_strategy(
 
     if gradient_communication is not None and not isinstance(gradient_communication, GradientCommunication):
         raise invalid("gradient_communication", gradient_communication, "a GradientCommunication or None")
+    if periodic_sync is not None and not isinstance(periodic_sync, PeriodicSync):
+        raise invalid("periodic_sync", periodic_sync, "a PeriodicSync or None")
 
     strategy = _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options)
     if gradient_communication is not None:
         set_gradient_communication(strategy, gradient_communication)
+    if periodic_sync is not None:
+        set_periodic_sync(strategy, periodic_sync)
     return strategy
 
 

@@ -25,3 +25,23 @@ def tutorial_cnn_large_batch_recipe():
 def large_batch_recipe_callbacks():
     """The recipe's callbacks (CycleMomentum of its one-cycle schedule)."""
     return _large_batch_training()[2][2]
+
+
+def regression_network(optimizer: str = "sgd", learning_rate: float = 0.05):
+    """The two-layer tanh network of tests/distribute/reference/periodic_sync.py, compiled with mse.
+
+    `optimizer`: "sgd" (momentum 0.9), "adam", or "lookahead_adam" (lepton_keras's Lookahead, k=2,
+    alpha 0.5, around Adam): Keras's path and a lepton_keras wrapper.
+    """
+    import keras
+
+    from lepton_keras.optimizers import Lookahead
+
+    make = {
+        "sgd": lambda: keras.optimizers.SGD(learning_rate, momentum=0.9),
+        "adam": lambda: keras.optimizers.Adam(learning_rate),
+        "lookahead_adam": lambda: Lookahead(keras.optimizers.Adam(learning_rate), sync_period=2, slow_step_size=0.5),
+    }[optimizer]
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)])
+    model.compile(optimizer=make(), loss="mse")
+    return model

@@ -10,7 +10,8 @@
 them: `model_fn(**model_options)` returns a compiled model (it is called inside the
 strategy's scope), `data_fn(count, seed)` returns NumPy inputs and targets with `count`
 rows, and the optional `callbacks_fn(**model_options)` returns the callbacks for `fit`;
-`gradient_communication` (GradientCommunication's arguments) sets how the strategy sums.
+`gradient_communication` (GradientCommunication's arguments) sets how the strategy sums, and
+`periodic_sync` (PeriodicSync's arguments) how often its replicas meet.
 Every run starts from the same seed, sees batch k = rows [k B, (k + 1) B) of the same
 data in each of `epochs` epochs (Keras splits each global batch between replicas and
 workers), and returns the weights and optimizer variables after `steps` steps per epoch.
@@ -47,6 +48,7 @@ class TrainingCase:
     callbacks_fn: str | None = None
     epochs: int = 1
     gradient_communication: dict | None = None  # GradientCommunication(**this) on the strategy
+    periodic_sync: dict | None = None  # PeriodicSync(**this) on the strategy
 
 
 @dataclasses.dataclass
@@ -72,6 +74,10 @@ def _train(case: TrainingCase, strategy) -> TrainingResult:
         from lepton_keras.distribute import GradientCommunication, set_gradient_communication
 
         set_gradient_communication(strategy, GradientCommunication(**case.gradient_communication))
+    if case.periodic_sync is not None and strategy.num_replicas_in_sync > 1:
+        from lepton_keras.distribute import PeriodicSync, set_periodic_sync
+
+        set_periodic_sync(strategy, PeriodicSync(**case.periodic_sync))
     x, y = _resolve(case.data_fn)(case.steps * case.global_batch_size, case.seed)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(case.global_batch_size)
     keras.utils.set_random_seed(case.seed)

@@ -26,7 +26,7 @@ import numpy as np
 
 from lepton_keras.callbacks.checkpoint import ChiefModelCheckpoint, WorkerBackupAndRestore
 from lepton_keras.data import load_cifar10
-from lepton_keras.distribute import get_strategy, task_info, worker_path
+from lepton_keras.distribute import PeriodicSync, get_strategy, task_info, worker_path
 
 EPOCHS, STEPS, GLOBAL_BATCH = 3, 4, 16
 
@@ -126,9 +126,11 @@ def main():
     parser.add_argument("--kill-after", type=int, default=None)
     parser.add_argument("--kill-during-save", type=int, default=None)
     parser.add_argument("--killed-worker", type=int, default=1)
+    parser.add_argument("--periodic-sync-every", type=int, default=1, help="PeriodicSync(every=...) (1: every step)")
     args = parser.parse_args()
     save_freq = args.save_freq if args.save_freq == "epoch" else int(args.save_freq)
-    strategy = get_strategy()  # MultiWorkerMirroredStrategy under the launcher, else none
+    # MultiWorkerMirroredStrategy under the launcher, else none
+    strategy = get_strategy(periodic_sync=PeriodicSync(every=args.periodic_sync_every))
     info = task_info(strategy)
     backup_dir = os.path.join(args.out, "backup")
     own_dir = worker_path(backup_dir, strategy)
@@ -163,7 +165,9 @@ def main():
     if args.reference:
         with strategy.scope():
             reference = make_model()
-        fit(reference, data, strategy, args.repeat)
+        # Under periodic sync every save is a sync point: the uninterrupted run saves as often.
+        same_saves = [WorkerBackupAndRestore(os.path.join(args.out, "reference_backup"), save_freq=save_freq)]
+        fit(reference, data, strategy, args.repeat, same_saves if args.periodic_sync_every > 1 else [])
         arrays.update({f"reference_{i}": v for i, v in enumerate(state(reference))})
     np.savez(os.path.join(args.out, f"result_{info.worker_index}.npz"), **arrays)
     summary = {
