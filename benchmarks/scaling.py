@@ -11,6 +11,12 @@ processes with a fixed number of CPU threads per replica:
     workers_buckets          the same, gradients summed in buckets of --bucket-bytes in backward
                              order (GradientCommunication), overlapping the backward pass
     workers_buckets_float16  the same buckets, each summed in float16 (half the bytes)
+    workers_every_4          2 local workers with periodic synchronisation (PeriodicSync(every=4)):
+    workers_every_16         each trains on its own shard and the weights are averaged every 4,
+    workers_every_64         16 or 64 steps (one all-reduce of the weights per sync)
+    independent              2 `single` processes started together, with no communication at all:
+                             their summed images/s is the compute bound of 2 replicas on this
+                             machine, the most any data-parallel scheme can reach here
 
 Every replica sees the same per-replica batch (weak scaling), so N replicas do N times
 the work per step; scaling efficiency = images/s / (N x single-process images/s). The
@@ -44,7 +50,14 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-SETUPS = {"single": 1, "mirrored": 2, "workers": 2, "workers_buckets": 2, "workers_buckets_float16": 2}
+SETUPS = {"single": 1, "mirrored": 2, "workers": 2, "workers_buckets": 2, "workers_buckets_float16": 2,
+          "workers_every_4": 2, "workers_every_16": 2, "workers_every_64": 2, "independent": 2}
+SYNC_EVERY_PREFIX = "workers_every_"
+
+
+def sync_every(setup: str) -> int:
+    """The H of a workers_every_H set-up; 1 (every step) for the others."""
+    return int(setup[len(SYNC_EVERY_PREFIX):]) if setup.startswith(SYNC_EVERY_PREFIX) else 1
 PROFILE_MARGIN = 5  # steps left out of the profile at each end of the timed epoch
 
 
@@ -76,7 +89,7 @@ def worker(args) -> None:
     else:
         strategy = distribute.get_strategy(
             "multi_worker", communication=args.communication, bytes_per_pack=args.bytes_per_pack,
-            gradient_communication=communication,
+            gradient_communication=communication, periodic_sync=distribute.PeriodicSync(every=sync_every(args.setup)),
         )
     replicas = strategy.num_replicas_in_sync
     global_batch = args.per_replica_batch * replicas
@@ -128,9 +141,11 @@ def worker(args) -> None:
         "steps": steps,
         "seconds": timer.seconds,
         "images_per_second": steps * global_batch / timer.seconds,
-        # What one replica contributes to the sums per step; a ring sends 2 (R - 1) / R of it.
-        "allreduce_bytes_per_step": sum(sent) if replicas > 1 else 0,
-        "collectives_per_step": len(bucket_plan(sent, communication.bucket_bytes)) if replicas > 1 else 0,
+        # What one replica contributes to the sums per step; a ring sends 2 (R - 1) / R of it. A
+        # periodic sync sends the float32 weights once per H steps.
+        "allreduce_bytes_per_step": sum(sent) / sync_every(args.setup) if replicas > 1 else 0,
+        "collectives_per_step": len(bucket_plan(sent, communication.bucket_bytes)) / sync_every(args.setup)
+        if replicas > 1 else 0,
     }
     if distribute.is_chief(strategy):
         print("RESULT " + json.dumps(result), flush=True)
@@ -147,10 +162,10 @@ def _gradient_communication(setup: str, bucket_bytes: int):
 
 
 def run_setup(setup: str, args) -> dict:
+    if setup == "independent":
+        return run_independent(args)
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--setup", setup, *_shared_flags(args)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    env = _environment(args)
     if setup.startswith("workers"):
         from lepton_keras.distribute.launcher import launch
 
@@ -164,6 +179,34 @@ def run_setup(setup: str, args) -> dict:
         raise RuntimeError(f"set-up {setup} failed with status {status}:\n{output[-4000:]}")
     line = next(line for line in output.splitlines() if "RESULT " in line)
     return json.loads(line.split("RESULT ", 1)[1])
+
+
+def _environment(args) -> dict:
+    from lepton_keras.distribute.launcher import CPU_ALLOCATOR
+
+    # Every set-up with the allocator the launcher gives its workers, the single process too.
+    env = {**CPU_ALLOCATOR, **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
+    env.pop("TF_CONFIG", None)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    return env
+
+
+def run_independent(args) -> dict:
+    """Two `single` processes at once, no communication: their images/s added up (the compute bound)."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", "--setup", "single", *_shared_flags(args)]
+    processes = [subprocess.Popen(command, env=_environment(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(SETUPS["independent"])]  # fmt: skip
+    results = []
+    for process in processes:
+        output, _ = process.communicate(timeout=args.timeout)
+        if process.returncode != 0:
+            raise RuntimeError(f"set-up independent failed with status {process.returncode}:\n{output[-4000:]}")
+        line = next(line for line in output.splitlines() if "RESULT " in line)
+        results.append(json.loads(line.split("RESULT ", 1)[1]))
+    return {**results[0], "setup": "independent", "replicas": len(results),
+            "images_per_second": sum(r["images_per_second"] for r in results),
+            "seconds": max(r["seconds"] for r in results)}  # fmt: skip
 
 
 class _Capture:
@@ -248,16 +291,20 @@ def print_table(rounds: list[dict], args) -> None:
           f"{args.inter_op_threads or 'as many'}, {os.cpu_count()} CPUs, communication "
           f"{args.communication}, bytes_per_pack {args.bytes_per_pack}, bucket_bytes {args.bucket_bytes}, "
           f"{'repeated dataset' if args.repeat else 'new iterator every epoch'}, median of {args.rounds} round(s)\n")
-    print("| set-up | replicas | images/s | speed-up | scaling efficiency | speed-up per round | all-reduce bytes/step "
-          "| collectives/step |\n|---|---|---|---|---|---|---|---|")
+    print("| set-up | replicas | images/s | speed-up | scaling efficiency | of independent | speed-up per round "
+          "| all-reduce bytes/step | collectives/step |\n|---|---|---|---|---|---|---|---|---|")
     for setup in args.setups:
         replicas = rounds[0][setup]["replicas"]
         speedups = [r[setup]["images_per_second"] / r["single"]["images_per_second"] for r in rounds if "single" in r]
         speedup = statistics.median(speedups) if speedups else float("nan")
+        bounds = [r[setup]["images_per_second"] / r["independent"]["images_per_second"] for r in rounds
+                  if "independent" in r]  # fmt: skip
+        of_bound = f"{statistics.median(bounds):.0%}" if bounds and replicas > 1 else ""
         images = statistics.median(r[setup]["images_per_second"] for r in rounds)
-        print(f"| {setup} | {replicas} | {images:.0f} | {speedup:.2f}x | {speedup / replicas:.0%} | "
-              f"{', '.join(f'{value:.2f}' for value in speedups)} | {rounds[0][setup]['allreduce_bytes_per_step']:,} | "
-              f"{rounds[0][setup]['collectives_per_step']} |", flush=True)
+        print(f"| {setup} | {replicas} | {images:.0f} | {speedup:.2f}x | {speedup / replicas:.0%} | {of_bound} | "
+              f"{', '.join(f'{value:.2f}' for value in speedups)} | "
+              f"{rounds[0][setup]['allreduce_bytes_per_step']:,.0f} | {rounds[0][setup]['collectives_per_step']:g} |",
+              flush=True)
 
 
 if __name__ == "__main__":

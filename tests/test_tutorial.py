@@ -65,18 +65,28 @@ def test_gradient_communication_flags_reach_the_strategy(tmp_path, capsys):
     assert "invalid choice: 'int8'" in capsys.readouterr().err
 
 
+def test_periodic_sync_flags_reach_the_strategy(tmp_path, capsys):
+    argv = ["--smoke", "--output-dir", str(tmp_path), "--cpu-replicas", "2", "--sync-every", "3",
+            "--sync-warmup-steps", "1", "--outer-optimizer", "diloco"]
+    summary = tutorial_module().main(argv)
+    assert summary == check_summary(tmp_path, 2, 1)
+    assert (summary["sync_every"], summary["sync_warmup_steps"], summary["outer_optimizer"]) == (3, 1, "diloco")
+    with pytest.raises(ValueError, match="^every must be an integer >= 1"):
+        tutorial_module().main(["--smoke", "--output-dir", str(tmp_path), "--sync-every", "0"])
+
+
 @pytest.mark.multiworker
 def test_the_same_script_runs_as_two_workers(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "lepton_keras.cli", "launch", "--workers", "2", "--",
-         sys.executable, TUTORIAL, "--smoke", "--output-dir", str(tmp_path)],
+         sys.executable, TUTORIAL, "--smoke", "--output-dir", str(tmp_path), "--sync-every", "2"],
         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     for index in range(2):
         assert f"[worker {index}] final validation accuracy" in result.stdout
-    check_summary(tmp_path, replicas=2, workers=2)
+    assert check_summary(tmp_path, replicas=2, workers=2)["sync_every"] == 2  # periodic sync, with validation
     written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
     assert sorted(written) == sorted([str(tmp_path / "summary.json"), str(tmp_path / "curves.png")])  # chief only
 

@@ -46,6 +46,14 @@ float16` (or bfloat16) halves its bytes (`lepton_keras.distribute.GradientCommun
 
     lepton-keras launch --workers 2 -- python tutorials/cifar10_cnn.py --recipe sprint --epochs 3 \
         --bucket-bytes 1048576 --gradient-compression float16 --data-dir /tmp/cifar10/train
+
+`--sync-every H` lets each replica train on its own shard and averages the replicas every H
+steps instead of summing the gradients every step (`lepton_keras.distribute.PeriodicSync`:
+local SGD; with `--sync-warmup-steps` post-local SGD, with `--outer-optimizer diloco`
+DiLoCo):
+
+    lepton-keras launch --workers 2 -- python tutorials/cifar10_cnn.py --recipe sprint --epochs 3 \
+        --sync-every 16 --data-dir /tmp/cifar10/train
 """
 
 from __future__ import annotations
@@ -137,6 +145,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(default 0: Keras's single all-reduce; see distribute.GradientCommunication)")
     parser.add_argument("--gradient-compression", default=None, choices=["float16", "bfloat16"],
                         help="sum each bucket in this 16-bit dtype (half the bytes)")
+    parser.add_argument("--sync-every", type=int, default=1,
+                        help="replicas train on their own shards and average every this many steps (default 1: "
+                             "every step's gradient all-reduce; see distribute.PeriodicSync)")
+    parser.add_argument("--sync-warmup-steps", type=int, default=0,
+                        help="with --sync-every: synchronous steps first (post-local SGD)")
+    parser.add_argument("--outer-optimizer", default=None, choices=["diloco"],
+                        help="with --sync-every: DiLoCo's outer Nesterov step on the averaged delta "
+                             "(default: plain averaging)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument(
         "--recipe", default="none", choices=sorted(RECIPES),
@@ -379,12 +395,14 @@ def main(argv=None, *, callbacks=()) -> dict:
     args.optimizer, args.learning_rate, args.batch_size = recipe.optimizer, recipe.learning_rate, recipe.batch_size
     communication = distribute.GradientCommunication(bucket_bytes=args.bucket_bytes,
                                                      compression=args.gradient_compression)
+    periodic_sync = distribute.PeriodicSync(every=args.sync_every, warmup_steps=args.sync_warmup_steps,
+                                            outer_optimizer=args.outer_optimizer)
     if args.cpu_threads is not None:
         distribute.configure_cpu_threads(args.cpu_threads)
     slurm = args.cluster_resolver == "slurm"
     resolver = distribute.slurm_cluster_resolver(args.slurm_port_base) if slurm else None
     strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas, cluster_resolver=resolver,
-                                       gradient_communication=communication)
+                                       gradient_communication=communication, periodic_sync=periodic_sync)
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(args.seed)
 
@@ -429,6 +447,9 @@ def main(argv=None, *, callbacks=()) -> dict:
         "optimizer": args.optimizer,
         "learning_rate": args.learning_rate,
         "recipe": args.recipe,
+        "sync_every": args.sync_every,
+        "sync_warmup_steps": args.sync_warmup_steps,
+        "outer_optimizer": args.outer_optimizer,
         "recipe_choices": dataclasses.asdict(recipe),
         f"final_{data.validation_name}_accuracy": float(accuracy),
         f"final_{data.validation_name}_loss": float(loss),

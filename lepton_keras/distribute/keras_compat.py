@@ -64,6 +64,16 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    `gradient_communication.sum_gradients`, so that a strategy's `GradientCommunication`
    (buckets, 16-bit sums) applies to them as to lepton_keras's wrappers. It is installed
    only when a strategy gets a setting, and a strategy without one still sums as Keras does.
+
+8. Periodic synchronisation (`lepton_keras.distribute.periodic_sync`) needs three more
+   touches, installed by `set_periodic_sync` only: the gradient sum of item 7 (which keeps each
+   replica's own gradient in a local step), the trainer's per-replica reduction of item 2
+   (which, in a local step, averages the logged values over this worker's replicas only: the
+   per-step collective of Keras's logs would make every worker wait for the slowest one), and
+   keras.Model's public `make_train_function`, `fit`, `evaluate`, `predict`, `save` and
+   `save_weights`, found by those public names (`route_model_entry_points`), around which
+   `replica_averaging` runs local steps and syncs the replicas. Models whose strategy has no
+   setting run Keras's own code.
 """
 
 from __future__ import annotations

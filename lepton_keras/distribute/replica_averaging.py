@@ -77,9 +77,11 @@ def _around_model_call(name: str, model, proceed):
 def synchronize_replicas(model) -> None:
     """Averages the replicas of `model` now (weights, non-trainable weights, optimizer slots).
 
-    `fit`, `evaluate`, `predict`, `save` and `save_weights` call it themselves; call it in a
-    custom training loop before reading the weights. Does nothing when the model's strategy
-    syncs every step or the replicas agree already. Call it on every worker.
+    `fit`, `evaluate`, `predict`, `save` and `save_weights` call it themselves; call it after
+    `train_on_batch` before reading the weights. Does nothing when the model's strategy syncs
+    every step or the replicas agree already. Call it on every worker. (Local steps are the
+    steps of Keras's train function; a custom loop around `strategy.run` and
+    `optimizer.apply` sums its gradients every step.)
     """
     state = _state_of(model)
     if state is not None:
@@ -121,14 +123,17 @@ class _ReplicaState:
         def train_function(iterator):
             step = self.step_count()
             if self.sync.is_local(step):
-                if self.sync.keeps_anchor and self.anchors is None:
-                    self.make_anchors()
+                if self._periodic_sync_function is None:
+                    self.prepare_periodic_sync()
                 with local_steps():
                     logs = local_function(iterator)
                 self.out_of_sync = True
             else:
                 logs = synchronous_function(iterator)
-            self.steps_taken = after = self.read_step_count()
+            # One step per call is counted here; several (steps_per_execution) are read back, since
+            # the last call of an epoch may run fewer.
+            per_call = int(getattr(model, "steps_per_execution", 1) or 1)
+            self.steps_taken = after = step + 1 if per_call == 1 else self.read_step_count()
             if self.out_of_sync and self.sync.syncs_between(step, after):
                 self.periodic_sync()
             return logs
@@ -165,17 +170,22 @@ class _ReplicaState:
             if self.outer_optimizer is not None:
                 self.outer_optimizer.build(self.anchors)
 
+    def prepare_periodic_sync(self):
+        """Before the first local step (the replicas agree): the anchors, and the sync traced, so that
+        the first sync runs as fast as the others (tracing runs no collective)."""
+        weights, extra = self.synced_variables(with_optimizer_slots=False)
+        if self.sync.keeps_anchor:
+            self.make_anchors()
+            replica_step = functools.partial(
+                _sync_through_anchors, weights=weights, anchors=self.anchors, extra=extra,
+                compression=self.sync.compression, outer_optimizer=self.outer_optimizer,
+            )  # fmt: skip
+        else:
+            replica_step = functools.partial(_replace_with_means, variables=weights + extra)
+        self._periodic_sync_function = tf.function(lambda: self.strategy.run(replica_step))
+        self._periodic_sync_function.get_concrete_function()
+
     def periodic_sync(self):
-        if self._periodic_sync_function is None:
-            weights, extra = self.synced_variables(with_optimizer_slots=False)
-            if self.sync.keeps_anchor:
-                replica_step = functools.partial(
-                    _sync_through_anchors, weights=weights, anchors=self.anchors, extra=extra,
-                    compression=self.sync.compression, outer_optimizer=self.outer_optimizer,
-                )  # fmt: skip
-            else:
-                replica_step = functools.partial(_replace_with_means, variables=weights + extra)
-            self._periodic_sync_function = tf.function(lambda: self.strategy.run(replica_step))
         self._periodic_sync_function()
         self.out_of_sync = False
 

@@ -243,6 +243,44 @@ def test_replicas_diverge_between_syncs_and_agree_right_after_one():
     assert _replicas_agree(model)
 
 
+class RecordCopies(keras.callbacks.Callback):
+    """Each replica's copies, after every step, of the BatchNorm statistics and of Adam's first moments."""
+
+    def __init__(self):
+        super().__init__()
+        self.statistics, self.moments, self.iterations = [], [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        model, strategy = self.model, self.model.distribute_strategy
+        copies = lambda variables: [[np.array(c) for c in strategy.experimental_local_results(v.value)]  # noqa: E731
+                                    for v in variables]  # fmt: skip
+        self.statistics.append(copies([v for v in model.non_trainable_variables if "moving" in v.path]))
+        self.moments.append(copies([v for v in model.optimizer.variables if "momentum" in v.path]))
+        self.iterations.append(int(model.optimizer.iterations.numpy()))
+
+
+def _all_agree(copies) -> bool:
+    return all(all(np.array_equal(c[0], other) for other in c[1:]) for c in copies)
+
+
+def test_a_sync_averages_batchnorm_statistics_and_keeps_the_optimizer_slots_local():
+    strategy = get_strategy("mirrored", cpu_replicas=2, periodic_sync=PeriodicSync(every=4))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.BatchNormalization(),
+                                  keras.layers.Activation("tanh"), keras.layers.Dense(2)])  # fmt: skip
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    x, y = regression_data(4 * GLOBAL_BATCH, 4)
+    record = RecordCopies()
+    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    # Before the sync each replica keeps its own batches' statistics and moments; the sync after
+    # step 4 averages the statistics (as the weights) and leaves the moments local; the iteration
+    # counter counts the steps, the same on every replica.
+    assert not _all_agree(record.statistics[2]) and not _all_agree(record.moments[2])
+    assert _all_agree(record.statistics[3]) and not _all_agree(record.moments[3])
+    assert record.iterations == [1, 2, 3, 4]
+    assert _replicas_agree(model)
+
+
 class CallMidEpoch(keras.callbacks.Callback):
     """After the second step (local, replicas apart), calls `entry_point` as a checkpoint callback would."""
 
