@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import lepton_keras
 from lepton_keras.distribute import PeriodicSync, get_strategy, periodic_sync, set_periodic_sync
-from lepton_keras.optimizers import GradientAccumulation
+from lepton_keras.optimizers import GradientAccumulation, SharpnessAwareModel
 from tests.distribute.reference.periodic_sync import periodic_sync_training
 from tests.optimizers.reference.lookahead import Lookahead
 from tests.optimizers.reference.wrapper import Adam, Sgd
@@ -303,6 +303,36 @@ class CallMidEpoch(keras.callbacks.Callback):
         strategy = model.distribute_strategy
         slots = [strategy.experimental_local_results(v.value) for v in model.optimizer.variables]
         self.slots_agree = all(all(np.array_equal(s[0], other) for other in s[1:]) for s in slots)
+
+
+class RecordLastCopies(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.copies = _replica_copies(self.model)
+
+
+def _network(sharpness_aware: bool):
+    keras.utils.set_random_seed(7)
+    network = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)])
+    model = SharpnessAwareModel(network, rho=0.05) if sharpness_aware else network
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    return model
+
+
+@pytest.mark.parametrize("sharpness_aware", [False, True], ids=["adam", "sam_adam"])
+def test_between_syncs_each_replica_trains_as_one_process_alone_on_its_shard(sharpness_aware):
+    steps, shard = 3, GLOBAL_BATCH // 2
+    x, y = regression_data(steps * GLOBAL_BATCH, 5)
+    strategy = get_strategy("mirrored", cpu_replicas=2, periodic_sync=PeriodicSync(every=1000))
+    with strategy.scope():
+        model = _network(sharpness_aware)
+    record = RecordLastCopies()
+    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    for replica in range(2):
+        rows = np.concatenate([np.arange(t * GLOBAL_BATCH + replica * shard, t * GLOBAL_BATCH + (replica + 1) * shard)
+                               for t in range(steps)])  # fmt: skip
+        alone = _network(sharpness_aware)
+        alone.fit(x[rows], y[rows], batch_size=shard, epochs=1, shuffle=False, verbose=0)
+        assert_close([copies[replica] for copies in record.copies], alone.get_weights(), 1e-5)
 
 
 @pytest.mark.parametrize("entry_point", ["evaluate", "predict", "save_weights", "save"])
