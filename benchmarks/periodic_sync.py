@@ -2,7 +2,7 @@
 
     python benchmarks/periodic_sync.py --data-dir /tmp/cifar10/train                  # sprint, 3 epochs
     python benchmarks/periodic_sync.py --data-dir /tmp/cifar10/train --recipe large-batch --batch-size 2048 \\
-        --epochs 30 --variants every-8-warmup-105 --runs-dir runs/periodic_sync_2048 \\
+        --epochs 30 --variants every-8-warmup-250 --runs-dir runs/periodic_sync_2048 \\
         --table benchmarks/results/periodic_sync_2048.md --plot benchmarks/results/periodic_sync_2048.png
 
 Runs tutorials/cifar10_cnn.py on `--workers` local workers (`lepton-keras launch`, 1 CPU thread
@@ -75,14 +75,14 @@ def run_variant(variant: str, args) -> dict:
 
 def write_table(runs: list[tuple[str, dict]], path: str) -> str:
     synchronous = dict(runs).get("every-1")
-    header = ["variant", "epochs", "steps per worker", "final validation accuracy", "vs every-1 (points)",
+    header = ["variant", "epochs", "steps", "final validation accuracy", "vs every-1 (points)",
               "best validation accuracy", "fit seconds", "images/s"]  # fmt: skip
     rows = []
     for variant, summary in runs:
         accuracies = summary["history"]["val_accuracy"]
         difference = f"{100 * (accuracies[-1] - synchronous['history']['val_accuracy'][-1]):+.2f}" \
             if synchronous else "n/a"  # fmt: skip
-        steps = round(45_000 / summary["global_batch_size"]) * len(accuracies)
+        steps = 45_000 // summary["global_batch_size"] * len(accuracies)  # the training split, whole batches
         rows.append([variant, str(len(accuracies)), f"{steps:,}", f"{accuracies[-1]:.4f}", difference,
                      f"{max(accuracies):.4f}", f"{summary['fit_seconds']:.0f}",
                      f"{summary['steady_state_images_per_second']:.0f}"])  # fmt: skip

@@ -34,12 +34,14 @@ What a sync touches, and what it does not:
 - a full sync, before `evaluate`, `predict`, `save` and `save_weights` and at the end of
   `fit`, averages the weights, the non-trainable weights and the optimizer's slots in
   float32, so that what a user evaluates, saves or holds is one model, and a checkpoint
-  restores every replica to the state it had (resume stays exact). It leaves the outer
+  restores every replica to the state it had: a resume is exact against a run that saved
+  at the same points (with an outer optimizer, whose copy a and momentum are not in Keras's
+  checkpoints, it is not). It leaves the outer
   optimizer's copy a and its momentum alone. A full sync is a sync point of its own:
   validating every epoch averages the replicas every epoch.
 
-Costs: between syncs the replicas disagree, and the effective batch of the outer steps is
-R x per-replica batch per H steps; per sync the wire carries 4 bytes per parameter (2 with
+Costs: between syncs the replicas disagree, and each sync moves the model by the mean of R
+trajectories of H steps at the per-replica batch, not by H steps at the global batch; per sync the wire carries 4 bytes per parameter (2 with
 compression, plus BatchNorm's statistics), so per step 4 / H bytes per parameter against
 the gradient all-reduce's 4.
 
