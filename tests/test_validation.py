@@ -243,7 +243,8 @@ ROWS = {
     "distribute.get_strategy": Row(distribute.get_strategy, {
         "kind": CHOICE, "cpu_replicas": optional(COUNT), "communication": CHOICE,
         "bytes_per_pack": NON_NEGATIVE_COUNT, "cluster_resolver": [3, "slurm"],
-        "gradient_communication": ["float16", 3, {"bucket_bytes": 1}]}),  # fmt: skip
+        "gradient_communication": ["float16", 3, {"bucket_bytes": 1}],
+        "periodic_sync": [16, "diloco", {"every": 16}]}),  # fmt: skip
     "distribute.GradientCommunication": Row(distribute.GradientCommunication, {
         "bucket_bytes": NON_NEGATIVE_COUNT, "compression": optional(CHOICE),
         "predivide_factor": [NAN, INF, 0.5, 0.0, -1.0, "2", True, None]}),  # fmt: skip
@@ -251,6 +252,14 @@ ROWS = {
         "strategy": [None, *STRATEGY], "communication": ["float16", 3, {"bucket_bytes": 1}]},
         {"strategy": tf.distribute.get_strategy(), "communication": None}),  # fmt: skip
     "distribute.gradient_communication": Row(distribute.gradient_communication, {"strategy": STRATEGY}),
+    "distribute.PeriodicSync": Row(distribute.PeriodicSync, {
+        "every": COUNT, "warmup_steps": NON_NEGATIVE_COUNT, "compression": optional(CHOICE),
+        "outer_optimizer": ["sgd", 3, keras.optimizers.SGD]}),  # fmt: skip
+    "distribute.set_periodic_sync": Row(distribute.set_periodic_sync, {
+        "strategy": [None, *STRATEGY], "sync": [16, "diloco", {"every": 16}]},
+        {"strategy": tf.distribute.get_strategy(), "sync": None}),  # fmt: skip
+    "distribute.periodic_sync": Row(distribute.periodic_sync, {"strategy": STRATEGY}),
+    "distribute.synchronize_replicas": Row(distribute.synchronize_replicas, {"model": MODEL}),
     "distribute.configure_cpu_devices": Row(distribute.configure_cpu_devices, {"count": COUNT}),
     "distribute.configure_cpu_threads": Row(distribute.configure_cpu_threads, {"cpus": COUNT}),
     "distribute.scale_recipe": Row(distribute.scale_recipe, {

@@ -162,7 +162,7 @@ def set_periodic_sync(strategy, sync: PeriodicSync | None) -> None:
     """
     strategy = check_strategy("strategy", strategy, allow_none=False)
     if sync is not None and not isinstance(sync, PeriodicSync):
-        raise invalid("periodic_sync", sync, "a PeriodicSync or None")
+        raise invalid("sync", sync, "a PeriodicSync or None")
     if sync is None or sync.is_synchronous:
         _settings.pop(strategy, None)
         return

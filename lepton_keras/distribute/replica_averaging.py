@@ -27,6 +27,7 @@ import tensorflow as tf
 from lepton_keras.distribute import keras_compat
 from lepton_keras.distribute.gradient_communication import sum_gradients
 from lepton_keras.distribute.periodic_sync import PeriodicSync, local_steps, local_steps_active, periodic_sync
+from lepton_keras.validation import invalid
 
 
 def install() -> None:
@@ -83,6 +84,8 @@ def synchronize_replicas(model) -> None:
     steps of Keras's train function; a custom loop around `strategy.run` and
     `optimizer.apply` sums its gradients every step.)
     """
+    if not isinstance(model, keras.Model):
+        raise invalid("model", model, "a keras.Model")
     state = _state_of(model)
     if state is not None:
         state.full_sync()

@@ -87,7 +87,7 @@ def test_the_setting_is_given_to_a_strategy_and_read_back():
     assert periodic_sync(strategy) == periodic_sync(strategy) and periodic_sync(strategy).every == 8
     set_periodic_sync(strategy, None)
     assert periodic_sync(strategy).is_synchronous
-    with pytest.raises(ValueError, match="^periodic_sync must be a PeriodicSync or None"):
+    with pytest.raises(ValueError, match="^sync must be a PeriodicSync or None"):
         set_periodic_sync(strategy, 16)
     with pytest.raises(ValueError, match="^periodic_sync must be a PeriodicSync or None"):
         get_strategy("mirrored", cpu_replicas=2, periodic_sync={"every": 16})

@@ -21,6 +21,20 @@ STRATEGY_TOLERANCE = 1e-6  # data init alone: the statistics are summed in anoth
 TRAINING_TOLERANCE = 1e-5  # a few Adam steps, as tests/distribute/test_equivalence.py
 
 
+def _cpu_runs_channels_first_conv2d() -> bool:
+    """TensorFlow runs an NCHW Conv2D on the CPU only with oneDNN, which it enables by default on
+    some x86 CPUs (with AVX-512) and not on others: asked by behaviour, on a plain Keras layer."""
+    try:
+        keras.layers.Conv2D(1, 1, data_format="channels_first")(np.zeros((1, 1, 2, 2), np.float32))
+    except tf.errors.UnimplementedError:
+        return False
+    return True
+
+
+CHANNELS_FIRST_ON_THIS_CPU = pytest.mark.skipif(
+    not _cpu_runs_channels_first_conv2d(),
+    reason="this CPU's TensorFlow runs no channels_first Conv2D (Keras's own layer fails the same way)",
+)
 WRAPPED_LAYERS = {
     "dense": (lambda: keras.layers.Dense(4, activation="tanh"), (6, 5)),
     "dense_3d_input": (lambda: keras.layers.Dense(3), (4, 2, 5)),
@@ -29,9 +43,11 @@ WRAPPED_LAYERS = {
     "conv2d_channels_first": (lambda: keras.layers.Conv2D(3, 2, data_format="channels_first"), (4, 2, 5, 5)),
     "conv3d": (lambda: keras.layers.Conv3D(2, 2, strides=2), (3, 4, 4, 4, 2)),
 }
+LAYER_NAMES = [pytest.param(name, marks=CHANNELS_FIRST_ON_THIS_CPU) if "channels_first" in name else name
+               for name in sorted(WRAPPED_LAYERS)]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(WRAPPED_LAYERS))
+@pytest.mark.parametrize("name", LAYER_NAMES)
 def test_weight_normalization_starts_as_the_wrapped_layer(name):
     make_layer, input_shape = WRAPPED_LAYERS[name]
     x = normal(*input_shape, seed=12)
@@ -44,7 +60,7 @@ def test_weight_normalization_starts_as_the_wrapped_layer(name):
     assert not bool(wrapped.initialized.numpy())  # inference does not initialize
 
 
-@pytest.mark.parametrize("name", sorted(WRAPPED_LAYERS))
+@pytest.mark.parametrize("name", LAYER_NAMES)
 def test_weight_normalization_computes_with_g_v_over_norm_v(name):
     make_layer, input_shape = WRAPPED_LAYERS[name]
     x = normal(*input_shape, seed=13)
@@ -94,7 +110,7 @@ def unit_projections(layer, x):
     return plain(x).numpy()
 
 
-@pytest.mark.parametrize("name", sorted(WRAPPED_LAYERS))
+@pytest.mark.parametrize("name", LAYER_NAMES)
 def test_data_init_gives_zero_mean_unit_variance_preactivations(name):
     make_layer, input_shape = WRAPPED_LAYERS[name]
     x = normal(*input_shape, seed=20, mean=1.5)

@@ -55,7 +55,7 @@ SPECS = [
         decay_options={"weight_decay": 0.125},
         converge_options={"learning_rate": 2**-9, "start_step": 10, "average_period": 5, "momentum": 0.875},
         # The reference options (exact in float32) train the tutorial CNN too slowly to show in 4 epochs.
-        cnn_overrides={"learning_rate": 0.1},
+        cnn_overrides={"learning_rate": 0.05},
     ),
     OptimizerSpec(
         name="ema_adam",
