@@ -230,3 +230,14 @@ def test_the_workers_get_quiet_tensorflow_logs_unless_the_user_chose():
     out = io.StringIO()
     assert launch([sys.executable, "-c", program], 1, env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, out=out) == 0
     assert out.getvalue() == "[worker 0] 0\n"
+
+
+def test_the_workers_get_the_bfc_cpu_allocator_unless_the_user_chose():
+    program = "import os; print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'])"
+    out = io.StringIO()
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPU_ALLOCATOR_USE_BFC"}
+    assert launch([sys.executable, "-c", program], 1, env=env, out=out) == 0
+    assert out.getvalue() == "[worker 0] true\n"
+    out = io.StringIO()
+    assert launch([sys.executable, "-c", program], 1, env={**env, "TF_CPU_ALLOCATOR_USE_BFC": "false"}, out=out) == 0
+    assert out.getvalue() == "[worker 0] false\n"
