@@ -30,6 +30,7 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+from benchmarks._plots import save_figure  # noqa: E402
 from benchmarks._tables import write_markdown_table  # noqa: E402
 from benchmarks._tutorial import tutorial  # noqa: E402
 from benchmarks.recipe import run_tutorial  # noqa: E402  (the same subprocess run, --reuse and summary)
@@ -125,10 +126,7 @@ def plot(results: dict, epochs: int, path: str) -> None:
         axes.grid(alpha=0.3)
     by_batch.legend(loc="lower left")
     figure.suptitle("CIFAR-10, the tutorial's CNN (unchanged)")
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv=None):

@@ -32,6 +32,7 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+from benchmarks._plots import save_figure  # noqa: E402
 from benchmarks._tables import write_markdown_table  # noqa: E402
 
 TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
@@ -104,10 +105,7 @@ def plot(runs: list[tuple[str, dict]], path: str, title: str) -> None:
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv=None):

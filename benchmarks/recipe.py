@@ -29,6 +29,7 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+from benchmarks._plots import save_figure  # noqa: E402
 from benchmarks._tables import write_markdown_table  # noqa: E402
 
 TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
@@ -113,10 +114,7 @@ def plot(curves: list[tuple[str, dict]], path: str) -> None:
     axes.set_title("CIFAR-10, the tutorial's CNN (unchanged)")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv=None):
