@@ -221,23 +221,15 @@ def test_bad_launch_invocations_are_one_line_errors(args, message):
     assert "Traceback" not in result.stderr and not result.stdout
 
 
-def test_the_workers_get_quiet_tensorflow_logs_unless_the_user_chose():
-    program = "import os; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+# The environment the workers get unless the user set it: quiet TensorFlow logs, the BFC CPU allocator.
+@pytest.mark.parametrize(("variable", "default", "chosen"),
+                         [("TF_CPP_MIN_LOG_LEVEL", "2", "0"), ("TF_CPU_ALLOCATOR_USE_BFC", "true", "false")])
+def test_the_workers_get_the_launcher_s_default_unless_the_user_chose(variable, default, chosen):
+    program = f"import os; print(os.environ[{variable!r}])"
     out = io.StringIO()
-    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env = {key: value for key, value in os.environ.items() if key != variable}
     assert launch([sys.executable, "-c", program], 1, env=env, out=out) == 0
-    assert out.getvalue() == "[worker 0] 2\n"
+    assert out.getvalue() == f"[worker 0] {default}\n"
     out = io.StringIO()
-    assert launch([sys.executable, "-c", program], 1, env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, out=out) == 0
-    assert out.getvalue() == "[worker 0] 0\n"
-
-
-def test_the_workers_get_the_bfc_cpu_allocator_unless_the_user_chose():
-    program = "import os; print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'])"
-    out = io.StringIO()
-    env = {key: value for key, value in os.environ.items() if key != "TF_CPU_ALLOCATOR_USE_BFC"}
-    assert launch([sys.executable, "-c", program], 1, env=env, out=out) == 0
-    assert out.getvalue() == "[worker 0] true\n"
-    out = io.StringIO()
-    assert launch([sys.executable, "-c", program], 1, env={**env, "TF_CPU_ALLOCATOR_USE_BFC": "false"}, out=out) == 0
-    assert out.getvalue() == "[worker 0] false\n"
+    assert launch([sys.executable, "-c", program], 1, env={**env, variable: chosen}, out=out) == 0
+    assert out.getvalue() == f"[worker 0] {chosen}\n"
