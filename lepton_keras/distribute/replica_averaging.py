@@ -123,6 +123,10 @@ class _ReplicaState:
             proceed()
             synchronous_function = model.train_function
 
+        # One step per call is counted here; several (steps_per_execution) are read back, since
+        # the last call of an epoch may run fewer. Compiling again makes a new train function.
+        per_call = _steps_per_call(model)
+
         def train_function(iterator):
             step = self.step_count()
             if self.sync.is_local(step):
@@ -133,9 +137,6 @@ class _ReplicaState:
                 self.out_of_sync = True
             else:
                 logs = synchronous_function(iterator)
-            # One step per call is counted here; several (steps_per_execution) are read back, since
-            # the last call of an epoch may run fewer.
-            per_call = int(getattr(model, "steps_per_execution", 1) or 1)
             self.steps_taken = after = step + 1 if per_call == 1 else self.read_step_count()
             if self.out_of_sync and self.sync.syncs_between(step, after):
                 self.periodic_sync()
@@ -300,13 +301,18 @@ def check_combination(model, sync: PeriodicSync) -> None:
                     f"{name}={value} must be a multiple of the gradient accumulation's steps={steps}: a sync "
                     "in the middle of an accumulation cycle would average weights that half the cycle moved"
                 )
-    per_call = int(getattr(model, "steps_per_execution", 1) or 1)
+    per_call = _steps_per_call(model)
     for name, value in (("every", sync.every), ("warmup_steps", sync.warmup_steps)):
         if value % per_call:
             raise ValueError(
                 f"{name}={value} must be a multiple of the model's steps_per_execution={per_call}: the replicas "
                 "can only sync between two calls of the train function"
             )
+
+
+def _steps_per_call(model) -> int:
+    """The steps one call of the model's train function runs (Keras's steps_per_execution)."""
+    return int(getattr(model, "steps_per_execution", 1) or 1)
 
 
 def _accumulation_cycles(optimizer):
