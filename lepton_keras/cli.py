@@ -21,7 +21,7 @@ from lepton_keras import __version__
 
 # The flag behind each argument name that the library's messages start with.
 _FLAGS = {
-    "workers": "--workers", "host": "--host", "grace_seconds": "--grace-seconds", "timeout_seconds": "--timeout",
+    "workers": "--workers", "ps": "--ps", "host": "--host", "grace_seconds": "--grace-seconds", "timeout_seconds": "--timeout",
     "min_learning_rate": "--min-lr", "max_learning_rate": "--max-lr", "steps": "--steps",
     "cpu_replicas": "--cpu-replicas", "train_limit": "--train-limit", "global_batch_size": "--batch-size",
 }  # fmt: skip
@@ -44,8 +44,8 @@ def _launch(args: argparse.Namespace) -> int:
         args.parser.error("give the command to run after --, e.g. -- python train.py")
     # launch() checks every argument before it starts anything.
     return _or_usage_error(
-        args.parser, launcher.launch, command, args.workers, host=args.host, grace_seconds=args.grace_seconds,
-        timeout_seconds=args.timeout,
+        args.parser, launcher.launch, command, args.workers, ps=args.ps, host=args.host,
+        grace_seconds=args.grace_seconds, timeout_seconds=args.timeout,
     )  # fmt: skip
 
 
@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start N workers on this machine with a TF_CONFIG each; stop all if one fails.",
     )
     launch.add_argument("--workers", type=int, default=2, help="number of worker processes (default 2)")
+    launch.add_argument(
+        "--ps", type=int, default=0,
+        help="parameter servers: > 0 runs parameter-server training, the command on a chief besides the workers (default 0)",
+    )  # fmt: skip
     launch.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     launch.add_argument(
         "--grace-seconds", type=float, default=3.0, help="time stopped workers get before SIGKILL (default 3)"

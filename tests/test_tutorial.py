@@ -91,6 +91,20 @@ def test_the_same_script_runs_as_two_workers(tmp_path):
     assert sorted(written) == sorted([str(tmp_path / "summary.json"), str(tmp_path / "curves.png")])  # chief only
 
 
+@pytest.mark.multiworker
+def test_the_same_script_runs_on_a_parameter_server_cluster(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lepton_keras.cli", "launch", "--workers", "2", "--ps", "1", "--",
+         sys.executable, TUTORIAL, "--smoke", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[chief 0] final validation accuracy" in result.stdout
+    assert "[worker 1] lepton_keras: worker 1 serving the chief" in result.stdout
+    assert check_summary(tmp_path, replicas=1, workers=2)["strategy"] == "ParameterServerStrategy"
+
+
 def test_the_optimizer_flag_takes_registry_names(tmp_path):
     summary = tutorial_module().main(
         ["--smoke", "--optimizer", "lookahead_radam", "--learning-rate", "0.002", "--output-dir", str(tmp_path)]

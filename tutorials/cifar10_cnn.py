@@ -127,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     recipes = "; ".join(f"{name}: {recipe.describe()}" for name, recipe in RECIPES.items() if name != "large-batch")
     recipes += "; large-batch: fast scaled to --batch-size (rate, warmup and optimizer: large_batch_recipe)"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"])
+    parser.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker", "parameter_server"])
     parser.add_argument("--cpu-replicas", type=int, default=None, help="mirror over N logical CPU devices")
     parser.add_argument("--cluster-resolver", default="tf_config", choices=["tf_config", "slurm"],
                         help="where the cluster comes from: TF_CONFIG (the launcher, Ray, a TFJob) or the Slurm "
@@ -355,6 +355,8 @@ def build_training(recipe: Recipe, total_steps: int):
 
 
 def strategy_name(strategy) -> str:
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        return "ParameterServerStrategy"
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "MultiWorkerMirroredStrategy"
     if isinstance(strategy, tf.distribute.MirroredStrategy):
@@ -416,7 +418,10 @@ def main(argv=None, *, callbacks=()) -> dict:
     print(data.describe())
     print(f"strategy: {strategy_name(strategy)} with {replicas} replica(s), global batch {args.batch_size}")
     print(f"recipe {args.recipe}: {recipe.describe()}")
-    train = data.train_dataset(args.batch_size, strategy=strategy, seed=args.seed, one_hot=True, augment=recipe.augment)
+    # Parameter-server workers read their own copies of the data without end: fit counts the steps.
+    asynchronous = isinstance(strategy, tf.distribute.ParameterServerStrategy)
+    train = data.train_dataset(args.batch_size, strategy=strategy, seed=args.seed, one_hot=True, augment=recipe.augment,
+                               repeat=asynchronous)
     validation = data.validation_dataset(args.batch_size, one_hot=True)
     steps_per_epoch = data.steps_per_epoch(args.batch_size, strategy=strategy)
 
@@ -431,7 +436,7 @@ def main(argv=None, *, callbacks=()) -> dict:
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
     history = model.fit(
         train, validation_data=validation, epochs=args.epochs, callbacks=[*recipe_callbacks, *callbacks, meter],
-        verbose=verbose, shuffle=False,
+        verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch if asynchronous else None,
     )  # fmt: skip
     loss, accuracy = history.history["val_loss"][-1], history.history["val_accuracy"][-1]
     print(f"final {data.validation_name} accuracy {accuracy:.4f} (loss {loss:.4f})")

@@ -116,6 +116,10 @@ class Cifar10:
         Every epoch is the same in whichever process reads it (`lepton_keras.data.epochs`),
         so a job that `lepton_keras.callbacks.WorkerBackupAndRestore` resumes after an
         interruption reads the batches of an uninterrupted run, and ends with its weights.
+        Under a ParameterServerStrategy every worker reads its own copy of this dataset; each
+        copy then shuffles (and augments) in an order of its own, drawn from its worker's
+        clock, so that the workers do not train on the same batches at the same time
+        (asynchronous training is not reproducible anyway).
 
         Raises:
             ValueError: a bad argument, or a global batch larger than the training images
@@ -125,7 +129,8 @@ class Cifar10:
         shuffle, one_hot = check_bool("shuffle", shuffle), check_bool("one_hot", one_hot)
         augment, repeat = check_bool("augment", augment), check_bool("repeat", repeat)
         seed = check_int("seed", seed, minimum=0)
-        options = (shuffle, seed, one_hot, augment, repeat)
+        own_order_per_copy = isinstance(strategy, tf.distribute.ParameterServerStrategy)
+        options = (shuffle, seed, one_hot, augment, repeat, own_order_per_copy)
         if not plan.per_worker_pipelines:
             return self._pipeline(plan, *options)
 
@@ -159,7 +164,7 @@ class Cifar10:
             per_worker_pipelines=per_worker_pipelines,
         )  # fmt: skip
 
-    def _pipeline(self, plan: InputPlan, shuffle, seed, one_hot, augment, repeat) -> tf.data.Dataset:
+    def _pipeline(self, plan: InputPlan, shuffle, seed, one_hot, augment, repeat, own_order_per_copy) -> tf.data.Dataset:
         """The batches of `plan`'s worker: `plan.pipeline_batches_per_step` of them a step."""
         images, labels = self.train_images, self.train_labels
         if self.shard[1] == 1:  # the whole set: take this worker's shard
@@ -172,6 +177,8 @@ class Cifar10:
             # Everything random in epoch e is a pure function of (seed, e): a restarted job
             # reads the epoch it resumes at, not a replay of the first (lepton_keras.data.epochs).
             epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+            if own_order_per_copy:  # read where the copy runs: each worker's clock, each epoch
+                epoch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, tf.bitcast(tf.timestamp(), tf.int64))
             order = tf.range(size)
             if shuffle:
                 order = tf.random.experimental.stateless_shuffle(order, seed=epoch_seed)
@@ -181,7 +188,7 @@ class Cifar10:
                 epoch_data = augment_dataset(epoch_data, seed=augment_seed)
             return epoch_data
 
-        dataset = epoch_dataset(one_epoch, repeat=repeat)
+        dataset = epoch_dataset(one_epoch, repeat=repeat, counted=not own_order_per_copy)
         dataset = _batch_and_scale(dataset, plan.pipeline_batch_size, drop_remainder=True, one_hot=one_hot)
         batches = tf.data.INFINITE_CARDINALITY if repeat else plan.steps_per_epoch * plan.pipeline_batches_per_step
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
@@ -325,6 +332,8 @@ def tfds_prepared(data_dir: str | None = None) -> bool:
 def _resolve_shard(shard) -> tuple[int, int]:
     if shard == "auto":
         info = cluster.refuse_evaluator(cluster.task_info())
+        if info.parameter_servers:  # the chief builds every worker's input: it holds all the images
+            return (0, 1)
         return (info.worker_index, info.num_workers)
     if shard is None:
         return (0, 1)

@@ -43,7 +43,9 @@ class _EpochCounter:
 _COUNTERS: weakref.WeakSet = weakref.WeakSet()
 
 
-def epoch_dataset(make_epoch: Callable[[tf.Tensor], tf.data.Dataset], *, repeat: bool = False) -> tf.data.Dataset:
+def epoch_dataset(
+    make_epoch: Callable[[tf.Tensor], tf.data.Dataset], *, repeat: bool = False, counted: bool = True
+) -> tf.data.Dataset:
     """A dataset whose iterations are epochs 0, 1, 2, ... of `make_epoch(epoch)`.
 
     Use it for a training pipeline that must resume exactly under
@@ -56,6 +58,9 @@ def epoch_dataset(make_epoch: Callable[[tf.Tensor], tf.data.Dataset], *, repeat:
         repeat: one iteration runs through the epochs without end, for
             `model.fit(..., steps_per_epoch=...)` (default False: each iteration is one epoch,
             the next one each time).
+        counted: count the epochs served in this process (default True). False: every
+            iteration starts at epoch 0, for a dataset that runs in other processes, such as
+            the copies of parameter-server workers, where this process's counter cannot run.
 
     Every epoch is the same whichever process serves it. The dataset counts the epochs it
     has served in this process (under a strategy, Keras's symbolic build reads a batch of
@@ -65,7 +70,9 @@ def epoch_dataset(make_epoch: Callable[[tf.Tensor], tf.data.Dataset], *, repeat:
     """
     if not callable(make_epoch):
         raise invalid("make_epoch", make_epoch, "a function of the epoch that returns a tf.data.Dataset")
-    repeat = check_bool("repeat", repeat)
+    repeat, counted = check_bool("repeat", repeat), check_bool("counted", counted)
+    if not counted:
+        return tf.data.Dataset.range(_MAX_EPOCHS if repeat else 1).flat_map(make_epoch)
     counter = _EpochCounter()
     _COUNTERS.add(counter)
 

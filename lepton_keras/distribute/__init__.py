@@ -25,6 +25,7 @@ _LAZY = {
     "slurm_cluster_resolver": "strategy",
     "patch_keras_for_multi_worker": "keras_compat",
     "synchronize_replicas": "replica_averaging",
+    "observed_staleness": "parameter_server",
 }
 
 __all__ = [

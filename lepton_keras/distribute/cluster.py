@@ -3,6 +3,9 @@
 Nothing here imports TensorFlow, so the launcher and the CLI stay light. Every
 function takes an optional `strategy`; without one it reads `TF_CONFIG`.
 
+A cluster with "ps" tasks is a parameter-server cluster: the chief runs the script and
+coordinates, the workers and parameter servers serve (`lepton_keras.distribute.parameter_server`).
+
 Under MultiWorkerMirroredStrategy every worker runs every callback. Files must
 then be written either once (by the chief: checkpoints, TensorBoard logs, plots)
 or once per worker (BackupAndRestore, which each worker restores from itself).
@@ -19,7 +22,7 @@ import re
 from lepton_keras.validation import check_path, check_strategy, invalid
 
 TF_CONFIG_ENV = "TF_CONFIG"
-TASK_TYPES = ("chief", "worker", "evaluator")
+TASK_TYPES = ("chief", "worker", "evaluator", "ps")
 _WORKER_TASK_TYPES = ("chief", "worker")
 # A host name, an IPv4 address or a bracketed IPv6 address, then ":" and the port.
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]+)$")
@@ -30,12 +33,15 @@ class TaskInfo:
     """This process's place in the cluster.
 
     Attributes:
-        task_type: "chief", "worker" or "evaluator"; "worker" when there is no cluster.
+        task_type: "chief", "worker", "evaluator" or "ps"; "worker" when there is no cluster.
         task_index: index within `task_type`.
-        num_workers: number of training processes (chief plus workers); 1 without a cluster.
+        num_workers: number of training processes (chief plus workers; the workers alone in a
+            parameter-server cluster, where the chief coordinates); 1 without a cluster.
         worker_index: position among the training processes (the chief first), the shard
-            of the data this process reads; None on an evaluator, which trains on no shard.
+            of the data this process reads; None on an evaluator, on a parameter server and on
+            the coordinating chief of a parameter-server cluster, which train on no shard.
         is_chief: True for the one process that writes shared files.
+        parameter_servers: number of "ps" tasks (0: no parameter-server training).
     """
 
     task_type: str
@@ -43,6 +49,7 @@ class TaskInfo:
     num_workers: int
     worker_index: int | None
     is_chief: bool
+    parameter_servers: int = 0
 
 
 def refuse_evaluator(info: TaskInfo) -> TaskInfo:
@@ -85,11 +92,6 @@ def validate_cluster(cluster, task_type, task_index) -> None:
     """
     if not isinstance(cluster, dict) or not cluster:
         raise ValueError(f'{TF_CONFIG_ENV} needs a non-empty "cluster" object, received: {cluster!r}')
-    if "ps" in cluster:
-        raise ValueError(
-            f'{TF_CONFIG_ENV} names "ps" tasks: parameter-server training is not supported (no lepton_keras '
-            'strategy runs it); give "chief" and "worker" tasks for MultiWorkerMirroredStrategy'
-        )
     seen = {}
     for kind, addresses in cluster.items():
         if kind not in TASK_TYPES:
@@ -107,6 +109,13 @@ def validate_cluster(cluster, task_type, task_index) -> None:
     if not any(kind in cluster for kind in _WORKER_TASK_TYPES):
         raise ValueError(
             f"{TF_CONFIG_ENV} cluster needs at least one chief or worker task, received: {sorted(cluster)}"
+        )
+    if "ps" in cluster and not ("chief" in cluster and "worker" in cluster):
+        missing = " and no ".join(f'"{kind}"' for kind in _WORKER_TASK_TYPES if kind not in cluster)
+        raise ValueError(
+            f'{TF_CONFIG_ENV} names "ps" tasks but has no {missing} task: parameter-server '
+            'training needs one "chief" (it runs the script and coordinates) and at least one "worker" '
+            f"(they run the steps), received: {sorted(cluster)}"
         )
     for kind in ("chief", "evaluator"):
         if len(cluster.get(kind, [])) > 1:
@@ -163,8 +172,12 @@ def task_info(strategy=None) -> TaskInfo:
             return TaskInfo("worker", 0, 1, 0, True)
         cluster, task_type, task_index = config["cluster"], config["task"]["type"], config["task"]["index"]
     has_chief = bool(cluster.get("chief"))
-    num_workers = sum(len(cluster.get(t, [])) for t in _WORKER_TASK_TYPES)
+    parameter_servers = len(cluster.get("ps", []))
     chief = task_type == "chief" if has_chief else (task_type == "worker" and task_index == 0)
+    if parameter_servers:  # the chief coordinates; the workers train
+        worker_index = task_index if task_type == "worker" else None
+        return TaskInfo(task_type, task_index, len(cluster["worker"]), worker_index, chief, parameter_servers)
+    num_workers = sum(len(cluster.get(t, [])) for t in _WORKER_TASK_TYPES)
     worker_index = None if task_type == "evaluator" else task_index + (1 if has_chief and task_type == "worker" else 0)
     return TaskInfo(task_type, task_index, max(num_workers, 1), worker_index, chief)
 

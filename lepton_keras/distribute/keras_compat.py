@@ -74,6 +74,17 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    `save_weights`, found by those public names (`route_model_entry_points`), around which
    `replica_averaging` runs local steps and syncs the replicas. Models whose strategy has no
    setting run Keras's own code.
+
+9. Parameter-server training (`lepton_keras.distribute.coordinated_training`) needs four:
+   `make_counters_atomic` (Keras's `Variable.assign_add` and `assign_sub` read the variable and
+   write the sum back, so concurrent workers lose increments of the step counter and of the
+   metrics' totals: 150 of 200 steps counted; on a variable that lives on a parameter server
+   they become the variable's own atomic `assign_add`, found by structure as the
+   `tf.Variable` the Keras variable holds); `build_for_training` (the trainer's symbolic build
+   of item 1, which creates the model's, metrics' and optimizer's variables on the chief, where
+   they must exist before a worker traces a step); `on_chief(model)` (Keras's own `evaluate` and
+   `predict` loops on the chief, with the model's strategy attribute, found by identity, set
+   aside for the call); and keras.Model's entry points of item 8.
 """
 
 from __future__ import annotations
@@ -340,31 +351,51 @@ def route_local_steps(sum_gradients, local_steps_active) -> str | None:
     return None
 
 
-# keras.Model's public methods a periodically synced model takes part in (by their public names).
+# keras.Model's public methods that periodic synchronisation and parameter-server training take
+# part in (by their public names).
 MODEL_ENTRY_POINTS = ("make_train_function", "fit", "evaluate", "predict", "save", "save_weights")
 _routed_entry_points: dict = {}
+_arounds: list = []
 
 
 def route_model_entry_points(around) -> None:
-    """Makes keras.Model's `MODEL_ENTRY_POINTS` run as `around(name, model, proceed)`.
+    """Makes keras.Model's `MODEL_ENTRY_POINTS` run as `around(name, model, proceed, arguments)`.
 
-    `proceed()` calls Keras's own method with the caller's arguments (and may be called more
-    than once); `around` decides what happens before and after
-    (`lepton_keras.distribute.replica_averaging`). Idempotent; `unpatch_keras` undoes it.
+    `arguments` maps every parameter of Keras's method to the caller's value (defaults
+    filled in); `proceed()` calls Keras's own method with the caller's arguments (and may be
+    called more than once). `around` decides what happens before and after, or runs something
+    else (`replica_averaging`, `coordinated_training`). Several arounds nest, the first
+    routed outermost. Idempotent; `unpatch_keras` undoes it.
     """
     with _lock:
+        if around not in _arounds:
+            _arounds.append(around)
         for name in MODEL_ENTRY_POINTS:
             if name in _routed_entry_points:
                 continue
             original = getattr(keras.Model, name)
             _routed_entry_points[name] = (name in vars(keras.Model), original)
-            setattr(keras.Model, name, _routed_entry_point(name, original, around))
+            setattr(keras.Model, name, _routed_entry_point(name, original))
 
 
-def _routed_entry_point(name, original, around):
+def _routed_entry_point(name, original):
+    signature = inspect.signature(original)
+
     @functools.wraps(original)
     def routed(self, *args, **kwargs):
-        return around(name, self, lambda: original(self, *args, **kwargs))
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # Keras's own method says what is wrong with the call
+            return original(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(list(bound.arguments.items())[1:])
+
+        def call(index):
+            if index == len(_arounds):
+                return original(self, *args, **kwargs)
+            return _arounds[index](name, self, lambda: call(index + 1), arguments)
+
+        return call(0)
 
     return routed
 
@@ -461,6 +492,13 @@ def unpatch_keras() -> None:
             else:
                 delattr(keras.Model, name)
         _routed_entry_points.clear()
+        _arounds.clear()
+        for name, (owned, original) in _KERAS_INCREMENTS.items():
+            if owned:
+                setattr(keras.Variable, name, original)
+            else:
+                delattr(keras.Variable, name)
+        _KERAS_INCREMENTS.clear()
         _logs_stay_local = None
 
 
@@ -482,6 +520,12 @@ def optimizer_schedule(optimizer):
 def start_fit_at_epoch(model, epoch: int) -> None:
     """Makes the running `fit` continue from `epoch` (set in `on_train_begin`, as BackupAndRestore does)."""
     model._initial_epoch = epoch
+
+
+def take_fit_start_epoch(model, initial_epoch: int) -> int:
+    """The epoch a `fit` starts from: a callback's `start_fit_at_epoch`, else `initial_epoch`; clears it."""
+    epoch, model._initial_epoch = getattr(model, "_initial_epoch", None), None
+    return epoch or initial_epoch
 
 
 def keras_optimizer_names() -> set[str] | None:
@@ -519,3 +563,94 @@ def optimizer_step_counter(optimizer):
 def set_attribute_untracked(obj, name: str, value) -> None:
     """Sets `obj.name = value` past Keras's automatic tracking (a variable so set joins no saved state)."""
     object.__setattr__(obj, name, value)
+
+
+# --- parameter-server training (item 9) -------------------------------------------------------
+
+_KERAS_INCREMENTS: dict = {}  # "assign_add"/"assign_sub" -> (defined on keras.Variable itself, Keras's method)
+
+
+def _storage(variable):
+    """The `tf.Variable` a Keras variable keeps its value in, found by type among its attributes."""
+    for value in vars(variable).values():
+        if isinstance(value, tf.Variable):
+            return value
+    return None
+
+
+def _lives_on_parameter_server(storage) -> bool:
+    return storage is not None and "/job:ps/" in (getattr(storage, "device", "") or "")
+
+
+def _atomic_increment(name, original):
+    @functools.wraps(original)
+    def increment(self, value):
+        storage = _storage(self)
+        if not _lives_on_parameter_server(storage):
+            return original(self, value)
+        return getattr(storage, name)(tf.cast(value, storage.dtype))
+
+    return increment
+
+
+def make_counters_atomic() -> None:
+    """Makes `assign_add`/`assign_sub` of Keras variables on parameter servers atomic (item 9).
+
+    Keras's versions read the value and assign the sum, two operations between which another
+    worker's increment is lost. On a variable held on a parameter server they become the
+    `tf.Variable`'s own `assign_add`/`assign_sub`, which the server applies under the
+    variable's lock; every other variable keeps Keras's code. Idempotent; `unpatch_keras` undoes it.
+    """
+    with _lock:
+        for name in ("assign_add", "assign_sub"):
+            if name not in _KERAS_INCREMENTS:
+                original = getattr(keras.Variable, name)
+                _KERAS_INCREMENTS[name] = (name in vars(keras.Variable), original)
+                setattr(keras.Variable, name, _atomic_increment(name, original))
+
+
+def counters_are_atomic() -> bool:
+    return bool(_KERAS_INCREMENTS)
+
+
+def build_for_training(model, data_batch) -> None:
+    """Creates the model's, its compiled metrics' and loss's and its optimizer's variables from one batch.
+
+    Run it under the strategy's scope, so that parameter-server training places them on the
+    parameter servers before a worker traces a step (a step cannot create variables).
+
+    Raises:
+        RuntimeError: this Keras release has no symbolic build (item 1's `PatchTarget`).
+    """
+    if _SYMBOLIC_BUILD.original is None:
+        raise RuntimeError(
+            f"lepton_keras: Keras {keras.__version__} has no {_SYMBOLIC_BUILD.missing}, which "
+            "parameter-server training builds the model with before the first step. Please report it."
+        )
+    _SYMBOLIC_BUILD.original(model, data_batch=data_batch)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+@contextlib.contextmanager
+def on_chief(model):
+    """Runs Keras's own loops for `model` on this process, as if the model had no strategy.
+
+    The model's strategy attribute (found by identity with `model.distribute_strategy`) is
+    None inside, so `model.distribute_strategy` is the default strategy; the variables stay
+    where they are (on the parameter servers) and are read from there.
+    """
+    strategy = model.distribute_strategy
+    names = [name for name, value in vars(model).items() if value is strategy]
+    if not names:
+        raise RuntimeError(
+            f"lepton_keras: Keras {keras.__version__} keeps a model's strategy where this release "
+            "of lepton_keras cannot find it, so evaluate and predict cannot run on the chief. Please report it."
+        )
+    for name in names:
+        object.__setattr__(model, name, None)
+    try:
+        yield
+    finally:
+        for name in names:
+            object.__setattr__(model, name, strategy)

@@ -1,6 +1,13 @@
-"""Start N worker processes on this machine as a MultiWorkerMirroredStrategy cluster.
+"""Start N worker processes on this machine as a MultiWorkerMirroredStrategy or parameter-server cluster.
 
     lepton-keras launch --workers 2 -- python tutorials/cifar10_cnn.py --epochs 1
+    lepton-keras launch --workers 2 --ps 1 -- python tutorials/cifar10_cnn.py --epochs 1
+
+With `--ps N` the cluster is a parameter-server cluster: a chief, the workers and N parameter
+servers, every one running the same command. `get_strategy()` returns the chief's
+ParameterServerStrategy there, and on a worker or parameter server serves the chief until it
+is stopped. The chief's exit ends the job with its status; a worker that fails does not (the
+chief runs its steps on the other workers), a parameter server that fails makes the chief stop.
 
 Each worker gets a free port on 127.0.0.1 and a TF_CONFIG naming all of them, and, unless the
 environment sets them, TF_CPP_MIN_LOG_LEVEL=2 (TensorFlow's C++ errors only) and
@@ -67,14 +74,22 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def cluster_tf_configs(workers: int, host: str = "127.0.0.1") -> list[str]:
-    """One TF_CONFIG JSON string per worker of a local cluster with `workers` workers."""
+def cluster_tasks(workers: int, ps: int = 0) -> list[tuple[str, int]]:
+    """The (task type, index) of every process of a local cluster: the chief first when `ps` > 0."""
     workers = check_int("workers", workers, minimum=1)
-    addresses = [f"{host}:{port}" for port in free_ports(workers, host)]
-    return [
-        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
-        for index in range(workers)
-    ]
+    ps = check_int("ps", ps, minimum=0)
+    chief = [("chief", 0)] if ps else []
+    return [*chief, *(("worker", index) for index in range(workers)), *(("ps", index) for index in range(ps))]
+
+
+def cluster_tf_configs(workers: int, host: str = "127.0.0.1", ps: int = 0) -> list[str]:
+    """One TF_CONFIG JSON string per process of a local cluster (`cluster_tasks`'s order)."""
+    tasks = cluster_tasks(workers, ps)
+    addresses = iter(f"{host}:{port}" for port in free_ports(len(tasks), host))
+    cluster = {}
+    for kind, _ in tasks:
+        cluster.setdefault(kind, []).append(next(addresses))
+    return [json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}) for kind, index in tasks]
 
 
 class _Output:
@@ -165,6 +180,7 @@ def launch(
     command: list[str],
     workers: int,
     *,
+    ps: int = 0,
     host: str = "127.0.0.1",
     env: dict[str, str] | None = None,
     grace_seconds: float = 3.0,
@@ -176,6 +192,8 @@ def launch(
     Args:
         command: the program and its arguments, the same for every worker.
         workers: number of worker processes (at least 1).
+        ps: number of parameter servers (default 0: a MultiWorkerMirroredStrategy cluster of
+            the workers). With ps > 0, a chief runs besides them and its exit ends the job.
         host: address the workers listen on (default 127.0.0.1).
         env: environment for the workers (default: this process's); TF_CONFIG is added, and
             PYTHONUNBUFFERED=1, TF_CPP_MIN_LOG_LEVEL=2 and `CPU_ALLOCATOR` unless it sets them.
@@ -186,20 +204,21 @@ def launch(
             fails, the rest of the output is dropped and the job runs on.
 
     Returns:
-        0 when every worker succeeded; otherwise the status of the first worker that failed
-        (a negative status, -N for signal N, is returned as 128 + N), 124 when the job ran
-        out of time, or 128 + N when the launcher got signal N (130 for Ctrl-C).
+        0 when every worker succeeded (with parameter servers: the chief's status, once it
+        exits); otherwise the status of the first worker that failed (a negative status, -N
+        for signal N, is returned as 128 + N), 124 when the job ran out of time, or 128 + N
+        when the launcher got signal N (130 for Ctrl-C).
 
     Raises:
-        ValueError: a bad argument (a program that does not exist, workers < 1, a negative
-            grace, a timeout <= 0, a host that is not this machine's), before anything starts.
+        ValueError: a bad argument (a program that does not exist, workers < 1, ps < 0, a
+            negative grace, a timeout <= 0, a host that is not this machine's), before anything starts.
     """
     base_env = dict(os.environ if env is None else env)
     command = _check_command(command, base_env)
-    workers = check_int("workers", workers, minimum=1)
+    tasks = cluster_tasks(workers, ps)
     grace_seconds = check_non_negative("grace_seconds", grace_seconds)
     timeout_seconds = check_positive("timeout_seconds", timeout_seconds, allow_none=True)
-    tf_configs = cluster_tf_configs(workers, host)
+    tf_configs = cluster_tf_configs(workers, host, ps)
     base_env.setdefault("PYTHONUNBUFFERED", "1")
     base_env.update({name: value for name, value in CPU_ALLOCATOR.items() if name not in base_env})
     quiet_tensorflow_logs(base_env)  # TensorFlow's C++ start-up chatter, 2 lines a worker
@@ -213,7 +232,7 @@ def launch(
     status, reason = 0, "a worker failed"
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     try:
-        for index, tf_config in enumerate(tf_configs):
+        for (kind, index), tf_config in zip(tasks, tf_configs):
             # Started from this thread, which lives until the job ends: the parent-death
             # signal fires when the thread that forked the supervisor ends, not the process.
             process = subprocess.Popen(
@@ -228,15 +247,18 @@ def launch(
             )
             processes.append(process)
             reader = threading.Thread(
-                target=_forward_lines, args=(process.stdout, f"[worker {index}] ", output), daemon=True
+                target=_forward_lines, args=(process.stdout, f"[{kind} {index}] ", output), daemon=True
             )
             reader.start()
             readers.append(reader)
+        # With parameter servers the chief (first) decides: it runs a lost worker's steps elsewhere.
+        decisive = processes[:1] if ps else processes
         while True:
-            codes = [process.poll() for process in processes]
+            codes = [process.poll() for process in decisive]
             failed = [code for code in codes if code not in (None, 0)]
             if failed:
                 status = failed[0] if failed[0] > 0 else 128 - failed[0]
+                reason = "the chief failed" if ps else reason
                 break
             if all(code == 0 for code in codes):
                 break
@@ -255,5 +277,5 @@ def launch(
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
     if status:
-        output.write(f"[launcher] {reason}; stopped all {workers} (exit {status})\n")
+        output.write(f"[launcher] {reason}; stopped all {len(tasks)} (exit {status})\n")
     return status

@@ -60,7 +60,7 @@ def _state_of(model):
     return state
 
 
-def _around_model_call(name: str, model, proceed):
+def _around_model_call(name: str, model, proceed, arguments):
     state = _state_of(model)
     if state is None:
         return proceed()

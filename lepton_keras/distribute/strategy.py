@@ -1,7 +1,9 @@
 """Choosing a `tf.distribute.Strategy` so the same script runs on 1 device, N GPUs or N machines.
 
 `get_strategy("auto")` picks, in order:
-1. `MultiWorkerMirroredStrategy` when a cluster is configured (TF_CONFIG, or a
+1. `ParameterServerStrategy` when the cluster has "ps" tasks (on the chief; a worker or
+   parameter server serves instead: `lepton_keras.distribute.parameter_server`), else
+   `MultiWorkerMirroredStrategy` when a cluster is configured (TF_CONFIG, or a
    `tf.distribute.cluster_resolver.ClusterResolver` you pass, such as Slurm's);
 2. `MirroredStrategy` when more than one GPU is visible, or when you ask for
    `cpu_replicas` > 1 (logical CPU devices: data parallelism without GPUs, for tests);
@@ -27,7 +29,7 @@ from lepton_keras.distribute.gradient_communication import GradientCommunication
 from lepton_keras.distribute.periodic_sync import PeriodicSync, set_periodic_sync
 from lepton_keras.validation import check_choice, check_int, check_positive, check_strategy, invalid
 
-STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker")
+STRATEGY_KINDS = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
 COMMUNICATION_IMPLEMENTATIONS = {
     "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
     "ring": tf.distribute.experimental.CommunicationImplementation.RING,
@@ -137,6 +139,12 @@ def _cluster_configured(cluster_resolver) -> bool:
     return cluster.parse_tf_config(os.environ.get(cluster.TF_CONFIG_ENV)) is not None
 
 
+def _has_parameter_servers(cluster_resolver) -> bool:
+    if cluster_resolver is not None:
+        return "ps" in cluster_resolver.cluster_spec().as_dict()
+    return cluster.task_info().parameter_servers > 0
+
+
 def _communication_options(communication: str, bytes_per_pack: int):
     communication = check_choice("communication", communication, COMMUNICATION_IMPLEMENTATIONS)
     bytes_per_pack = check_int("bytes_per_pack", bytes_per_pack, minimum=0)
@@ -159,7 +167,9 @@ def get_strategy(
 
     Args:
         kind: "auto" (default), "default" (one device), "mirrored" (all local GPUs, or
-            `cpu_replicas` logical CPUs) or "multi_worker" (MultiWorkerMirroredStrategy).
+            `cpu_replicas` logical CPUs), "multi_worker" (MultiWorkerMirroredStrategy) or
+            "parameter_server" (ParameterServerStrategy: a cluster with "ps" tasks; on a worker
+            or parameter server `get_strategy` serves the chief and never returns).
         cpu_replicas: split the CPU into this many logical devices and mirror over them
             (only for "auto" and "mirrored", and only on a machine without GPUs).
         cluster_resolver: a `tf.distribute.cluster_resolver.ClusterResolver` (such as
@@ -206,8 +216,11 @@ def get_strategy(
     has_cluster = _cluster_configured(cluster_resolver)  # validates TF_CONFIG
     if has_cluster and cluster_resolver is None:
         cluster.refuse_evaluator(cluster.task_info())
+    has_parameter_servers = has_cluster and _has_parameter_servers(cluster_resolver)
     if kind == "auto":
-        if has_cluster:
+        if has_parameter_servers:
+            kind = "parameter_server"
+        elif has_cluster:
             kind = "multi_worker"
         elif cpu_replicas is not None and cpu_replicas > 1:
             kind = "mirrored"
@@ -225,6 +238,22 @@ def get_strategy(
         raise invalid("gradient_communication", gradient_communication, "a GradientCommunication or None")
     if periodic_sync is not None and not isinstance(periodic_sync, PeriodicSync):
         raise invalid("periodic_sync", periodic_sync, "a PeriodicSync or None")
+    if (kind == "parameter_server") != has_parameter_servers:
+        raise ValueError(
+            'kind="parameter_server" needs a cluster with "ps" tasks (TF_CONFIG or cluster_resolver)'
+            if kind == "parameter_server"
+            else f'kind={kind!r} cannot run on a cluster with "ps" tasks: use kind="parameter_server" or "auto"'
+        )
+    if kind == "parameter_server":
+        settings = {"gradient_communication": gradient_communication, "periodic_sync": periodic_sync}
+        for name, setting in settings.items():
+            if setting is not None and not (setting.is_keras_default if name == "gradient_communication"
+                                            else setting.is_synchronous):  # fmt: skip
+                raise ValueError(
+                    f"{name} applies to synchronous replicas (all-reduce); under parameter-server training "
+                    f"each step updates the parameter servers on its own: leave {name}=None"
+                )
+        gradient_communication, periodic_sync = None, None
 
     strategy = _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options)
     if gradient_communication is not None:
@@ -235,6 +264,10 @@ def get_strategy(
 
 
 def _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options) -> tf.distribute.Strategy:
+    if kind == "parameter_server":
+        from lepton_keras.distribute import parameter_server
+
+        return parameter_server.new_strategy(cluster_resolver)
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
@@ -276,7 +309,7 @@ def finish_job(strategy=None, *, timeout_seconds: float = 600.0) -> None:
     names on the next line. `finish_job` makes every worker wait at a coordination-service
     barrier until all have finished, then lets the others exit while the chief waits until
     their servers are gone, so the chief exits last. A no-op without a multi-worker cluster
-    (and on an evaluator task).
+    (and on an evaluator task, and under parameter-server training).
 
     Where the worker processes outlive the training function (Ray Train's workers are actors
     that Ray stops after the run), the environment variable `LEPTON_KERAS_WORKERS_OUTLIVE_JOB=1`
@@ -301,8 +334,8 @@ def finish_job(strategy=None, *, timeout_seconds: float = 600.0) -> None:
     timeout_seconds = check_positive("timeout_seconds", timeout_seconds)
     strategy = tf.distribute.get_strategy() if strategy is None else check_strategy("strategy", strategy)
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type not in ("chief", "worker"):
-        return
+    if resolver is None or resolver.task_type not in ("chief", "worker") or cluster.task_info(strategy).parameter_servers:
+        return  # (parameter-server training has no coordination service: the launcher or engine stops the servers)
     from tensorflow.python.eager import context  # the only Python access to the coordination service
 
     context.context().wait_at_barrier(f"lepton_keras/finish_job/{next(_barrier_ids)}", int(timeout_seconds * 1000))

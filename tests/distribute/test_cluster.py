@@ -46,6 +46,21 @@ def test_the_chief_is_the_chief_task_or_worker_zero(monkeypatch, cluster, task_t
     assert info.num_workers == 3
 
 
+PARAMETER_SERVER_CLUSTER = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"], "ps": ["127.0.0.1:4"]}
+
+
+@pytest.mark.parametrize(
+    "task_type, index, chief, worker_index",
+    [("chief", 0, True, None), ("worker", 0, False, 0), ("worker", 1, False, 1), ("ps", 0, False, None)],
+)
+def test_in_a_parameter_server_cluster_the_workers_train_and_the_chief_coordinates(
+    monkeypatch, task_type, index, chief, worker_index
+):
+    monkeypatch.setenv("TF_CONFIG", tf_config(PARAMETER_SERVER_CLUSTER, task_type, index))
+    info = task_info()
+    assert (info.is_chief, info.worker_index, info.num_workers, info.parameter_servers) == (chief, worker_index, 2, 1)
+
+
 # What the Kubeflow training operator writes for a TFJob with Chief (1), Worker (2) and Evaluator (1)
 # replicas: each pod's address is "<job>-<type>-<index>.<namespace>.svc:2222".
 TFJOB = {
@@ -126,8 +141,14 @@ MALFORMED_TF_CONFIGS = [
     (tf_config(WORKERS, "chief", 0), "task type 'chief' is not in the cluster"),
     (tf_config(WORKERS, "worker", 3), r"task index 3 is outside the cluster.*\[0, 2\]"),
     (tf_config(WORKERS, "worker", -1), "task index -1 is outside the cluster"),
+    # Parameter-server clusters: ps without workers, a chief missing, the same address twice.
     (tf_config({"worker": ["127.0.0.1:1111"], "ps": ["127.0.0.1:2222"]}, "worker", 0),
-     "parameter-server training is not supported"),
+     'names "ps" tasks but has no "chief" task'),
+    (tf_config({"chief": ["127.0.0.1:1111"], "ps": ["127.0.0.1:2222"]}, "chief", 0),
+     'names "ps" tasks but has no "worker" task'),
+    (tf_config({"ps": ["127.0.0.1:2222"]}, "ps", 0), "at least one chief or worker"),
+    (tf_config({"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:2"]}, "chief", 0),
+     "127.0.0.1:2.*more than once"),
     (tf_config({"worker": ["127.0.0.1"]}, "worker", 0), r'cluster\["worker"\]\[0\] must be a "host:port"'),
     (tf_config({"worker": ["127.0.0.1:http"]}, "worker", 0), "port in 1-65535"),
     (tf_config({"worker": ["127.0.0.1:70000"]}, "worker", 0), "port in 1-65535"),
@@ -135,7 +156,7 @@ MALFORMED_TF_CONFIGS = [
     (tf_config({"worker": ["not an address!:1111"]}, "worker", 0), 'must be a "host:port"'),
     (tf_config({"worker": []}, "worker", 0), "non-empty list of"),
     (tf_config({"worker": ["127.0.0.1:1111"], "trainer": ["127.0.0.1:2222"]}, "worker", 0),
-     "unknown task type 'trainer'.*chief, worker, evaluator"),
+     "unknown task type 'trainer'.*chief, worker, evaluator, ps"),
     (tf_config({"chief": ["127.0.0.1:1000", "127.0.0.1:1001"], "worker": ["127.0.0.1:1111"]}, "chief", 0),
      "at most one chief"),
     (tf_config({"worker": ["127.0.0.1:1111", "127.0.0.1:1111"]}, "worker", 0), "127.0.0.1:1111.*more than once"),

@@ -1,0 +1,219 @@
+"""`model.fit`, `evaluate`, `predict` and `save` under a ParameterServerStrategy, unchanged for the user.
+
+Keras 3 cannot run on a `tf.distribute.ParameterServerStrategy` (its data adapter distributes
+the dataset in a way the strategy refuses, and its variables' `assign_add` loses concurrent
+increments). This module takes part at keras.Model's public entry points (through
+`keras_compat.route_model_entry_points`) for models created under such a strategy:
+
+- `fit(x, epochs=..., steps_per_epoch=...)` on the chief. `x` is a `tf.data.Dataset` of
+  batches or a function `dataset_fn(input_context) -> tf.data.Dataset`; every worker makes
+  its own copy, repeated without end (`ClusterCoordinator.create_per_worker_dataset`), so
+  workers differ only where the dataset shuffles without a fixed seed. The chief schedules
+  `steps_per_epoch` steps an epoch (`steps_per_execution` per scheduled call), each on
+  whichever worker is free, and keeps at most `IN_FLIGHT_PER_WORKER` calls a worker in
+  flight. A lost worker's calls run again elsewhere. `steps_per_epoch` is required.
+- Callbacks run on the chief. `on_train_batch_begin(step)` runs when the step is scheduled
+  (a learning rate set there reaches the steps scheduled after it); `on_train_batch_end(step,
+  logs)` runs when the step has finished, in order, with that step's logs: the running means
+  of the loss and metrics over the steps every worker finished so far (the metrics' totals
+  live on the parameter servers, updated atomically). Epoch callbacks run after every step
+  of the epoch has finished, with the epoch's logs and validation as in Keras.
+- `evaluate` and `predict` run Keras's own loops on the chief, reading the variables from
+  the parameter servers; `save` and `save_weights` read them too.
+
+Not supported, each a clear ValueError before any step: numpy or other non-dataset `x`, `y`,
+`sample_weight`, `class_weight`, `validation_split`, `batch_size`, and a `steps_per_epoch` that
+`steps_per_execution` does not divide.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from lepton_keras.distribute import keras_compat, parameter_server
+from lepton_keras.validation import check_int, invalid
+
+IN_FLIGHT_PER_WORKER = 2  # scheduled calls a worker may have queued: enough to keep it busy
+
+
+def install() -> None:
+    """Routes keras.Model's entry points here and makes counters on parameter servers atomic."""
+    keras_compat.make_counters_atomic()
+    keras_compat.route_model_entry_points(_around_model_call)
+
+
+def _around_model_call(name: str, model, proceed, arguments):
+    if not parameter_server.is_parameter_server_strategy(model.distribute_strategy):
+        return proceed()
+    if name == "fit":
+        return _fit(model, **arguments)
+    if name in ("evaluate", "predict"):
+        with keras_compat.on_chief(model):
+            return proceed()
+    return proceed()  # make_train_function, save, save_weights: Keras's own
+
+
+_UNSUPPORTED = {  # fit's arguments with no meaning for per-worker datasets: (default, why)
+    "y": (None, "give the targets in the dataset's elements, (x, y) or (x, y, sample_weight)"),
+    "sample_weight": (None, "give them in the dataset's elements, (x, y, sample_weight)"),
+    "class_weight": (None, "weight the examples in the dataset's elements instead"),
+    "batch_size": (None, "batch the dataset; each step trains on one batch of one worker"),
+    "validation_split": (0.0, "pass validation_data"),
+}
+
+
+def _check_fit_arguments(model, arguments) -> None:
+    x = arguments["x"]
+    if not (isinstance(x, tf.data.Dataset) or callable(x)):
+        raise invalid(
+            "x", x, "a tf.data.Dataset of batches or a function (input_context) -> tf.data.Dataset under a "
+            "ParameterServerStrategy (each worker makes its own copy of the input)",
+        )
+    for name, (default, instead) in _UNSUPPORTED.items():
+        if arguments[name] is not default and not (name == "validation_split" and arguments[name] == default):
+            raise ValueError(
+                f"fit's {name} is not supported under a ParameterServerStrategy: {instead} (received {name}={arguments[name]!r})"
+            )
+    if arguments["steps_per_epoch"] is None:
+        raise ValueError(
+            "fit needs steps_per_epoch under a ParameterServerStrategy: every worker reads its own copy of "
+            "the dataset, repeated, so an epoch is the number of steps you give (for example the training "
+            "examples divided by the batch size)"
+        )
+    steps = check_int("steps_per_epoch", arguments["steps_per_epoch"], minimum=1)
+    per_call = model.steps_per_execution
+    if steps % per_call:
+        raise invalid("steps_per_epoch", steps, f"a multiple of the model's steps_per_execution ({per_call})")
+
+
+def _dataset_of(x) -> tf.data.Dataset:
+    """`x` itself, or the dataset its function makes (the input context of a single pipeline)."""
+    return x if isinstance(x, tf.data.Dataset) else x(tf.distribute.InputContext())
+
+
+def _repeated(x):
+    """`x` (a dataset or a dataset function) repeated without end, as each worker reads it."""
+    if isinstance(x, tf.data.Dataset):
+        return x.repeat()
+    return lambda: _dataset_of(x).repeat()  # called where each worker's copy is made
+
+
+def _scheduled_train_steps(model, strategy, calls: int):
+    """The function a worker runs per scheduled call: `steps_per_execution` train steps.
+
+    Returns the last step's logs and the staleness of the call (the other workers' updates
+    applied between its read of the step counter and its last update). Each call has an
+    index; a ledger on the parameter servers marks the calls whose updates were applied, so
+    that a call run again after its worker was lost (the coordinator reruns a call whose
+    result it did not receive) skips the steps it already applied and returns the current
+    logs (staleness -1): every step updates the weights and the counters once.
+    """
+    per_call = model.steps_per_execution
+    counter = model.optimizer.iterations
+    with strategy.scope():
+        applied = tf.Variable(tf.zeros([calls], tf.bool), trainable=False, name="applied_calls")
+
+    def first_replica(value):
+        return strategy.experimental_local_results(value)[0]
+
+    @tf.function
+    def train_steps(iterator, call):
+        def run():
+            read = tf.identity(counter.value)
+            with tf.control_dependencies([read]):  # read before the first step reads the weights
+                for _ in range(per_call):
+                    logs = strategy.run(model.train_step, args=(next(iterator),))
+            logs = tf.nest.map_structure(first_replica, logs)
+            with tf.control_dependencies(tf.nest.flatten(logs)):
+                written = tf.identity(counter.value)
+                with tf.control_dependencies([applied.scatter_nd_update([[call]], [True])]):
+                    return tf.nest.map_structure(tf.identity, logs), written - read - per_call
+
+        def skip():
+            return model.get_metrics_result(), tf.constant(-1, counter.dtype)
+
+        return tf.cond(applied[call], skip, run)
+
+    return train_steps
+
+
+@contextlib.contextmanager
+def _parameter_server_failures():
+    """Turns the coordinator's error for a lost parameter server into one that says what to do."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+        if "/job:ps" not in str(error):
+            raise
+        raise RuntimeError(
+            "a parameter server failed, and with it the variables it held: the job cannot go on. Relaunch it; "
+            "keras.callbacks.BackupAndRestore (or lepton_keras.callbacks.WorkerBackupAndRestore) resumes from the "
+            f"last epoch it backed up. TensorFlow's error: {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
+
+
+@_parameter_server_failures()
+def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch, steps_per_epoch,
+         validation_steps, validation_batch_size, validation_freq, **unsupported):  # fmt: skip
+    arguments = dict(unsupported, x=x, steps_per_epoch=steps_per_epoch)
+    arguments.pop("shuffle")  # the dataset shuffles, or not
+    _check_fit_arguments(model, arguments)
+    strategy = model.distribute_strategy
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)  # one per strategy
+    with strategy.scope():
+        keras_compat.build_for_training(model, next(iter(_dataset_of(x))))
+    iterator = iter(coordinator.create_per_worker_dataset(_repeated(x)))
+    per_call = model.steps_per_execution
+    train_steps = _scheduled_train_steps(model, strategy, calls=epochs * steps_per_epoch // per_call)
+
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
+            steps=steps_per_epoch, model=model,
+        )  # fmt: skip
+    model.stop_training = False
+    parameter_server.reset_staleness(model)
+    in_flight_limit = IN_FLIGHT_PER_WORKER * parameter_server.number_of_workers(strategy)
+    callbacks.on_train_begin()
+    training_logs = None
+    for epoch in range(keras_compat.take_fit_start_epoch(model, initial_epoch), epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        in_flight = collections.deque()
+
+        def finish_oldest():
+            last_step, remote = in_flight.popleft()
+            logs, staleness = remote.fetch()
+            if staleness >= 0:  # (-1: a call run again, whose steps had been applied)
+                parameter_server.record_staleness(model, [staleness])
+            callbacks.on_train_batch_end(last_step, logs)
+
+        for first_step in range(0, steps_per_epoch, per_call):
+            callbacks.on_train_batch_begin(first_step)
+            call = tf.constant((epoch * steps_per_epoch + first_step) // per_call)
+            in_flight.append((first_step + per_call - 1, coordinator.schedule(train_steps, args=(iterator, call))))
+            while len(in_flight) > in_flight_limit:
+                finish_oldest()
+            if model.stop_training:
+                break
+        coordinator.join()
+        while in_flight:
+            finish_oldest()
+        epoch_logs = {name: float(value) for name, value in model.get_metrics_result().items()}
+        if validation_data is not None and (epoch + 1) % validation_freq == 0:
+            val_x, val_y, val_sample_weight = keras.utils.unpack_x_y_sample_weight(validation_data)
+            val_logs = model.evaluate(
+                x=val_x, y=val_y, sample_weight=val_sample_weight, batch_size=validation_batch_size,
+                steps=validation_steps, callbacks=callbacks, return_dict=True,
+            )  # fmt: skip
+            epoch_logs.update({"val_" + name: value for name, value in val_logs.items()})
+        callbacks.on_epoch_end(epoch, epoch_logs)
+        training_logs = epoch_logs
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs=training_logs)
+    return model.history
