@@ -14,6 +14,9 @@ processes with a fixed number of CPU threads per replica:
     workers_every_4          2 local workers with periodic synchronisation (PeriodicSync(every=4)):
     workers_every_16         each trains on its own shard and the weights are averaged every 4,
     workers_every_64         16 or 64 steps (one all-reduce of the weights per sync)
+    workers_ps               parameter-server training: a chief, 2 workers and 1 parameter server
+                             (`lepton-keras launch --workers 2 --ps 1`); each step runs on one
+                             worker, asynchronously, with its own per-replica batch
     independent              2 `single` processes started together, with no communication at all:
                              their summed images/s is the compute bound of 2 replicas on this
                              machine, the most any data-parallel scheme can reach here
@@ -51,7 +54,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 SETUPS = {"single": 1, "mirrored": 2, "workers": 2, "workers_buckets": 2, "workers_buckets_float16": 2,
-          "workers_every_4": 2, "workers_every_16": 2, "workers_every_64": 2, "independent": 2}
+          "workers_every_4": 2, "workers_every_16": 2, "workers_every_64": 2, "workers_ps": 2, "independent": 2}
 SYNC_EVERY_PREFIX = "workers_every_"
 
 
@@ -86,18 +89,22 @@ def worker(args) -> None:
         strategy = distribute.get_strategy("default")
     elif args.setup == "mirrored":
         strategy = distribute.get_strategy("mirrored", cpu_replicas=2 if args.cpu else None)
+    elif args.setup == "workers_ps":
+        strategy = distribute.get_strategy("parameter_server")  # a worker or parameter server serves here
     else:
         strategy = distribute.get_strategy(
             "multi_worker", communication=args.communication, bytes_per_pack=args.bytes_per_pack,
             gradient_communication=communication, periodic_sync=distribute.PeriodicSync(every=sync_every(args.setup)),
         )
+    asynchronous = args.setup == "workers_ps"
     replicas = strategy.num_replicas_in_sync
     global_batch = args.per_replica_batch * replicas
-    images = args.steps * global_batch
+    images = args.steps * global_batch * (SETUPS[args.setup] if asynchronous else 1)
+    repeat = args.repeat or asynchronous  # parameter-server workers read their copies without end
     source = "folder" if args.data_dir else "sample"
     data = lepton_data.load_cifar10(source, data_dir=args.data_dir, train_limit=images, validation_size=0)
-    train = data.train_dataset(global_batch, strategy=strategy, one_hot=True, repeat=args.repeat)
-    steps_per_epoch = data.steps_per_epoch(global_batch, strategy=strategy) if args.repeat else None
+    train = data.train_dataset(global_batch, strategy=strategy, one_hot=True, repeat=repeat)
+    steps_per_epoch = data.steps_per_epoch(global_batch, strategy=strategy) if repeat else None
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = build_model()
@@ -136,17 +143,21 @@ def worker(args) -> None:
     sent = [payload_bytes([int(v.value.shape.num_elements())], [v.dtype], communication) for v in model.trainable_variables]
     result = {
         "setup": args.setup,
-        "replicas": replicas,
+        "replicas": SETUPS[args.setup] if asynchronous else replicas,
         "global_batch": global_batch,
         "steps": steps,
         "seconds": timer.seconds,
         "images_per_second": steps * global_batch / timer.seconds,
         # What one replica contributes to the sums per step; a ring sends 2 (R - 1) / R of it. A
         # periodic sync sends the float32 weights once per H steps.
-        "allreduce_bytes_per_step": sum(sent) / sync_every(args.setup) if replicas > 1 else 0,
+        "allreduce_bytes_per_step": sum(sent) / sync_every(args.setup) if replicas > 1 else 0,  # (none under ps)
         "collectives_per_step": len(bucket_plan(sent, communication.bucket_bytes)) / sync_every(args.setup)
         if replicas > 1 else 0,
     }
+    if asynchronous:
+        counts = distribute.observed_staleness(model)
+        result["staleness_mean"] = sum(s * n for s, n in counts.items()) / max(sum(counts.values()), 1)
+        result["staleness_max"] = max(counts, default=0)
     if distribute.is_chief(strategy):
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -170,7 +181,8 @@ def run_setup(setup: str, args) -> dict:
         from lepton_keras.distribute.launcher import launch
 
         log = _Capture()
-        status = launch(command, SETUPS[setup], env=env, out=log, timeout_seconds=args.timeout)
+        ps = 1 if setup == "workers_ps" else 0
+        status = launch(command, SETUPS[setup], ps=ps, env=env, out=log, timeout_seconds=args.timeout)
         output = log.text
     else:
         finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -305,6 +317,10 @@ def print_table(rounds: list[dict], args) -> None:
               f"{', '.join(f'{value:.2f}' for value in speedups)} | "
               f"{rounds[0][setup]['allreduce_bytes_per_step']:,.0f} | {rounds[0][setup]['collectives_per_step']:g} |",
               flush=True)
+    if "workers_ps" in args.setups:  # how far behind the parameter servers a step's read was
+        means = ", ".join(f"{r['workers_ps']['staleness_mean']:.2f}" for r in rounds)
+        print(f"\nworkers_ps staleness (other workers' updates between a step's read and its write): mean per round "
+              f"{means}; max {max(r['workers_ps']['staleness_max'] for r in rounds)}")
 
 
 if __name__ == "__main__":

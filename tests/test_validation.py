@@ -260,6 +260,7 @@ ROWS = {
         {"strategy": tf.distribute.get_strategy(), "sync": None}),  # fmt: skip
     "distribute.periodic_sync": Row(distribute.periodic_sync, {"strategy": STRATEGY}),
     "distribute.synchronize_replicas": Row(distribute.synchronize_replicas, {"model": MODEL}),
+    "distribute.observed_staleness": Row(distribute.observed_staleness, {"model": MODEL}),
     "distribute.configure_cpu_devices": Row(distribute.configure_cpu_devices, {"count": COUNT}),
     "distribute.configure_cpu_threads": Row(distribute.configure_cpu_threads, {"cpus": COUNT}),
     "distribute.scale_recipe": Row(distribute.scale_recipe, {
@@ -274,11 +275,13 @@ ROWS = {
     "distribute.patch_keras_for_multi_worker": Row(distribute.patch_keras_for_multi_worker, {
         "strategy": [None, *STRATEGY]}),
     "distribute.launcher.launch": Row(launcher.launch, {
-        "command": [None, "python -c pass", [], [3]], "workers": COUNT, "host": STRING,
+        "command": [None, "python -c pass", [], [3]], "workers": COUNT, "ps": NON_NEGATIVE_COUNT, "host": STRING,
         "grace_seconds": [NAN, INF, -1.0, "3", True, None], "timeout_seconds": [NAN, -1.0, 0.0, "10", True]},
         {"command": [sys.executable, "-c", "pass"], "workers": 1}),  # fmt: skip
-    "distribute.launcher.cluster_tf_configs": Row(launcher.cluster_tf_configs, {"workers": COUNT, "host": STRING},
-                                                  {"workers": 2}),
+    "distribute.launcher.cluster_tf_configs": Row(launcher.cluster_tf_configs, {
+        "workers": COUNT, "host": STRING, "ps": NON_NEGATIVE_COUNT}, {"workers": 2}),
+    "distribute.launcher.cluster_tasks": Row(launcher.cluster_tasks, {"workers": COUNT, "ps": NON_NEGATIVE_COUNT},
+                                             {"workers": 2}),
     "distribute.launcher.free_ports": Row(launcher.free_ports, {"count": COUNT, "host": STRING}, {"count": 2}),
 }
 

@@ -121,4 +121,8 @@ def observed_staleness(model) -> dict[int, int]:
         counts = lepton_keras.distribute.observed_staleness(model)
         mean = sum(s * n for s, n in counts.items()) / sum(counts.values())
     """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise invalid("model", model, "a keras.Model")
     return dict(sorted(_staleness.get(model, {}).items()))

@@ -82,3 +82,52 @@ def test_fit_evaluate_and_predict_work_under_two_workers(tmp_path):
         assert result["predict_rows"] == 70 and result["predict_error"] < 1e-5
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["history"] == results[1]["history"]
+
+
+def test_entry_point_arounds_nest_and_see_the_call_s_arguments():
+    calls = []
+
+    def outer(name, model, proceed, arguments):
+        calls.append(("outer", name, arguments["epochs"]))
+        return proceed()
+
+    def inner(name, model, proceed, arguments):
+        calls.append(("inner", name, arguments["verbose"]))
+        return "inner's answer"
+
+    try:
+        keras_compat.route_model_entry_points(outer)
+        keras_compat.route_model_entry_points(inner)
+        keras_compat.route_model_entry_points(outer)  # idempotent
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        assert model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=3) == "inner's answer"
+        assert calls == [("outer", "fit", 3), ("inner", "fit", "auto")]
+    finally:
+        keras_compat.unpatch_keras()
+    assert "fit" not in vars(keras.Model) or keras.Model.fit.__module__.startswith("keras")
+
+
+def test_atomic_counters_leave_variables_off_parameter_servers_to_keras():
+    variable = keras.Variable(1.0)
+    original = keras.Variable.assign_add
+    try:
+        keras_compat.make_counters_atomic()
+        keras_compat.make_counters_atomic()  # idempotent
+        assert keras_compat.counters_are_atomic()
+        variable.assign_add(2.0)
+        variable.assign_sub(0.5)
+        assert float(variable.numpy()) == 2.5
+    finally:
+        keras_compat.unpatch_keras()
+    assert keras.Variable.assign_add is original and not keras_compat.counters_are_atomic()
+
+
+def test_on_chief_sets_the_model_s_strategy_aside_for_the_call():
+    import tensorflow as tf
+
+    strategy = get_strategy(cpu_replicas=2)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with keras_compat.on_chief(model):
+        assert model.distribute_strategy is tf.distribute.get_strategy()
+    assert model.distribute_strategy is strategy

@@ -48,7 +48,7 @@ def test_logical_devices_asked_for_after_initialisation_are_a_clear_error():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"kind": "tpu"}, "kind must be one of 'auto', 'default', 'mirrored', 'multi_worker', received: 'tpu'"),
+        ({"kind": "tpu"}, "kind must be one of 'auto', 'default', 'mirrored', 'multi_worker', 'parameter_server', received: 'tpu'"),
         ({"communication": "mpi"}, "communication must be one of 'auto', 'ring', 'nccl', received: 'mpi'"),
         ({"bytes_per_pack": -1}, "bytes_per_pack must be an integer >= 0, received: -1"),
         ({"bytes_per_pack": 1.5}, "bytes_per_pack must be an integer >= 0, received: 1.5"),
@@ -56,6 +56,7 @@ def test_logical_devices_asked_for_after_initialisation_are_a_clear_error():
         ({"cpu_replicas": True}, "cpu_replicas must be an integer >= 1 or None, received: True"),
         ({"kind": "default", "cpu_replicas": 2}, "cpu_replicas applies to a MirroredStrategy"),
         ({"kind": "multi_worker"}, 'kind="multi_worker" needs a cluster'),
+        ({"kind": "parameter_server"}, 'kind="parameter_server" needs a cluster with "ps" tasks'),
     ],
 )
 def test_bad_requests_are_clear_errors(monkeypatch, kwargs, message):
@@ -193,3 +194,34 @@ def test_slurm_cluster_resolver_numbers_the_ports_of_cpu_nodes(monkeypatch):
     assert resolver.cluster_spec().as_dict() == {"worker": ["node01:9000", "node01:9001", "node02:9000", "node02:9001"]}
     assert (resolver.task_type, resolver.task_id) == ("worker", 2) and "CUDA_VISIBLE_DEVICES" not in os.environ
 
+
+
+PARAMETER_SERVER_TF_CONFIG = json.dumps({
+    "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
+    "task": {"type": "chief", "index": 0},
+})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "multi_worker"}, "kind='multi_worker' cannot run on a cluster with \"ps\" tasks"),
+        ({"gradient_communication": "bf16"}, "gradient_communication must be a GradientCommunication or None"),
+        ({"periodic_sync": "every-4"}, "periodic_sync must be a PeriodicSync or None"),
+    ],
+)
+def test_bad_requests_on_a_parameter_server_cluster_are_clear_errors_before_connecting(monkeypatch, kwargs, message):
+    monkeypatch.setenv("TF_CONFIG", PARAMETER_SERVER_TF_CONFIG)
+    with pytest.raises(ValueError, match=message):
+        get_strategy(**kwargs)
+
+
+def test_all_reduce_settings_are_refused_under_parameter_server_training(monkeypatch):
+    from lepton_keras.distribute import GradientCommunication, PeriodicSync
+
+    monkeypatch.setenv("TF_CONFIG", PARAMETER_SERVER_TF_CONFIG)
+    for kwargs in ({"gradient_communication": GradientCommunication(compression="float16")},
+                   {"periodic_sync": PeriodicSync(every=4)}):  # fmt: skip
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"{name} applies to synchronous replicas.*leave {name}=None"):
+            get_strategy(**kwargs)
