@@ -19,24 +19,27 @@ from tests.support.harness import REPO_ROOT
 TUTORIAL = os.path.join(REPO_ROOT, "tutorials", "cifar10_cnn.py")
 SBATCH = os.path.join(REPO_ROOT, "tutorials", "slurm", "cifar10.sbatch")
 TFJOB = os.path.join(REPO_ROOT, "tutorials", "kubernetes", "tfjob.yaml")
+SBATCH_PS = os.path.join(REPO_ROOT, "tutorials", "slurm", "cifar10_parameter_server.sbatch")
+TFJOB_PS = os.path.join(REPO_ROOT, "tutorials", "kubernetes", "tfjob_parameter_server.yaml")
 
 
-def _two_free_ports():
-    """A free port whose successor is free too (Slurm's workers on a node take consecutive ports)."""
+def _consecutive_free_ports(count=2):
+    """A free port whose `count - 1` successors are free too (Slurm's tasks on a node take consecutive ports)."""
     for _ in range(50):
         base = free_ports(1)[0]
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
+        try:
+            for offset in range(1, count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
         return base
-    raise RuntimeError("found no two consecutive free ports")
+    raise RuntimeError(f"found no {count} consecutive free ports")
 
 
 @pytest.mark.multiworker
 def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
-    base = _two_free_ports()
+    base = _consecutive_free_ports()
     slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "2"}
     command = [sys.executable, TUTORIAL, "--smoke", "--data-source", "sample", "--cluster-resolver", "slurm",
                "--slurm-port-base", str(base), "--cpu-threads", "1", "--output-dir", str(tmp_path),
@@ -54,6 +57,32 @@ def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
     assert (summary["strategy"], summary["workers"], summary["replicas"]) == ("MultiWorkerMirroredStrategy", 2, 2)
     assert "wrote" in outputs[0] and "wrote" not in outputs[1]
     assert not (tmp_path / "backup").exists()  # both workers backed up, and removed their backups at the end
+
+
+@pytest.mark.multiworker
+def test_the_tutorial_trains_on_a_parameter_server_cluster_from_slurm_s_variables(tmp_path):
+    base = _consecutive_free_ports(4)
+    slurm = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "4"}
+    command = [sys.executable, TUTORIAL, "--smoke", "--data-source", "sample", "--cluster-resolver", "slurm",
+               "--slurm-ps", "1", "--slurm-port-base", str(base), "--cpu-threads", "1", "--output-dir", str(tmp_path)]
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    env.update(slurm, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    tasks = [
+        subprocess.Popen(command, env={**env, "SLURM_PROCID": str(rank)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for rank in range(4)
+    ]
+    try:
+        chief_output = tasks[0].communicate(timeout=300)[0]  # the servers serve until stopped, as srun's --wait does
+    finally:
+        for task in tasks[1:]:
+            task.kill()
+    assert tasks[0].returncode == 0, chief_output[-6000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["strategy"], summary["workers"], summary["replicas"]) == ("ParameterServerStrategy", 2, 1)
+    outputs = [task.communicate()[0] for task in tasks[1:]]
+    assert ["ps 0 serving" in outputs[0], "worker 0 serving" in outputs[1], "worker 1 serving" in outputs[2]] == [
+        True, True, True], outputs  # fmt: skip
 
 
 def _tutorial_flags(command_text):
@@ -97,3 +126,32 @@ def test_the_tfjob_has_a_chief_and_workers_that_run_the_tutorial_on_a_shared_vol
         infos.append(task_info())
     assert [(info.num_workers, info.worker_index, info.is_chief) for info in infos] == [
         (3, 0, True), (3, 1, False), (3, 2, False)]  # fmt: skip
+
+
+def test_the_parameter_server_examples_start_the_tutorial_with_its_flags(monkeypatch):
+    subprocess.run(["bash", "-n", SBATCH_PS], check=True)
+    text = open(SBATCH_PS).read()
+    srun = re.search(r"^srun .*?(?<!\\)$", text, re.M | re.S).group(0)
+    assert "--wait=" in srun  # the servers never exit: srun stops them after the chief
+    args = tutorial_module().parse_args(_tutorial_flags(srun))
+    assert (args.cluster_resolver, args.slurm_ps, args.recipe) == ("slurm", 1, "sprint")
+    tasks = int(re.search(r"^#SBATCH --nodes=(\d+)$", text, re.M).group(1)) * int(
+        re.search(r"^#SBATCH --ntasks-per-node=(\d+)$", text, re.M).group(1))
+    assert tasks == 4  # a chief, a parameter server and 2 workers
+    yaml = pytest.importorskip("yaml")
+    job = yaml.safe_load(open(TFJOB_PS))
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert {kind: spec["replicas"] for kind, spec in replicas.items()} == {"Chief": 1, "Worker": 2, "PS": 1}
+    for spec in replicas.values():
+        container = spec["template"]["spec"]["containers"][0]
+        args = tutorial_module().parse_args(container["command"][2:])
+        assert args.backup_dir.startswith("/runs/") and args.cpu_threads == int(container["resources"]["limits"]["cpu"])
+    # The operator's TF_CONFIGs: the chief coordinates, the 2 workers train, the parameter server holds.
+    cluster = {"chief": ["cifar10-ps-chief-0.default.svc:2222"], "ps": ["cifar10-ps-ps-0.default.svc:2222"],
+               "worker": [f"cifar10-ps-worker-{i}.default.svc:2222" for i in range(2)]}  # fmt: skip
+    infos = []
+    for kind, index in (("chief", 0), ("worker", 0), ("worker", 1), ("ps", 0)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+        infos.append(task_info())
+    assert [(info.num_workers, info.worker_index, info.is_chief, info.parameter_servers) for info in infos] == [
+        (2, None, True, 1), (2, 0, False, 1), (2, 1, False, 1), (2, None, False, 1)]  # fmt: skip

@@ -271,7 +271,7 @@ ROWS = {
         {"learning_rate": 4e-3, "base_batch_size": 128, "batch_size": 2048, "optimizer": "adam",
          "warmup_epochs": 7.5, "epochs": 30}),  # fmt: skip
     "distribute.slurm_cluster_resolver": Row(distribute.slurm_cluster_resolver, {
-        "port_base": [*COUNT, 65536]}),
+        "port_base": [*COUNT, 65536], "ps": NON_NEGATIVE_COUNT}),
     "distribute.patch_keras_for_multi_worker": Row(distribute.patch_keras_for_multi_worker, {
         "strategy": [None, *STRATEGY]}),
     "distribute.launcher.launch": Row(launcher.launch, {

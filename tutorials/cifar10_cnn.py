@@ -134,6 +134,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "job step (one srun task per worker)")
     parser.add_argument("--slurm-port-base", type=int, default=8888,
                         help="with --cluster-resolver slurm: the first port of each node's workers")
+    parser.add_argument("--slurm-ps", type=int, default=0,
+                        help="with --cluster-resolver slurm: this many tasks are parameter servers (task 0 the "
+                             "chief, tasks 1 to N the parameter servers, the rest workers; default 0)")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="size TensorFlow's thread pools to this many CPUs (default: every core of the machine; "
                              "give a worker's share when several share a machine)")
@@ -402,7 +405,7 @@ def main(argv=None, *, callbacks=()) -> dict:
     if args.cpu_threads is not None:
         distribute.configure_cpu_threads(args.cpu_threads)
     slurm = args.cluster_resolver == "slurm"
-    resolver = distribute.slurm_cluster_resolver(args.slurm_port_base) if slurm else None
+    resolver = distribute.slurm_cluster_resolver(args.slurm_port_base, ps=args.slurm_ps) if slurm else None
     strategy = distribute.get_strategy(args.strategy, cpu_replicas=args.cpu_replicas, cluster_resolver=resolver,
                                        gradient_communication=communication, periodic_sync=periodic_sync)
     replicas = strategy.num_replicas_in_sync

@@ -114,7 +114,7 @@ def _scheduled_train_steps(model, strategy, calls: int):
     """
     per_call = model.steps_per_execution
     counter = model.optimizer.iterations
-    with strategy.scope():
+    with strategy.scope(), strategy.extended.colocate_vars_with(counter.value):
         applied = tf.Variable(tf.zeros([calls], tf.bool), trainable=False, name="applied_calls")
 
     def first_replica(value):
@@ -127,11 +127,14 @@ def _scheduled_train_steps(model, strategy, calls: int):
             with tf.control_dependencies([read]):  # read before the first step reads the weights
                 for _ in range(per_call):
                     logs = strategy.run(model.train_step, args=(next(iterator),))
-            logs = tf.nest.map_structure(first_replica, logs)
-            with tf.control_dependencies(tf.nest.flatten(logs)):
-                written = tf.identity(counter.value)
-                with tf.control_dependencies([applied.scatter_nd_update([[call]], [True])]):
-                    return tf.nest.map_structure(tf.identity, logs), written - read - per_call
+            # On the counter's parameter server, right after the last increment, and waiting for
+            # nothing the worker computes later: a worker lost after its update still marks the call.
+            with tf.device(applied.device):
+                written = tf.identity(counter.value)  # (after the increment: ops on one variable keep their order)
+                with tf.control_dependencies([written]):
+                    marked = applied.scatter_nd_update([[call]], [True])
+            with tf.control_dependencies([marked]):
+                return tf.nest.map_structure(lambda v: tf.identity(first_replica(v)), logs), written - read - per_call
 
         def skip():
             return model.get_metrics_result(), tf.constant(-1, counter.dtype)

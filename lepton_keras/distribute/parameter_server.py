@@ -82,9 +82,22 @@ def new_strategy(cluster_resolver=None) -> tf.distribute.ParameterServerStrategy
         os.environ.setdefault(name, value)
     from lepton_keras.distribute import coordinated_training
 
-    strategy = tf.distribute.ParameterServerStrategy(resolver)
+    strategy = _ParameterServerStrategy(resolver)
     coordinated_training.install()
     return strategy
+
+
+class _ParameterServerStrategy(tf.distribute.ParameterServerStrategy):
+    """TensorFlow's strategy, answering `cluster_resolver` (TensorFlow's answers None), so that
+    `task_info(strategy)` reads the cluster it runs on, TF_CONFIG's or Slurm's."""
+
+    def __init__(self, cluster_resolver):
+        super().__init__(cluster_resolver)
+        self._resolver = cluster_resolver
+
+    @property
+    def cluster_resolver(self):
+        return self._resolver
 
 
 def is_parameter_server_strategy(strategy) -> bool:

@@ -105,13 +105,15 @@ def configure_cpu_threads(cpus: int) -> None:
         ) from None
 
 
-def slurm_cluster_resolver(port_base: int = 8888) -> tf.distribute.cluster_resolver.SlurmClusterResolver:
+def slurm_cluster_resolver(port_base: int = 8888, ps: int = 0) -> tf.distribute.cluster_resolver.SlurmClusterResolver:
     """The cluster of the Slurm job step this process runs in, for `get_strategy(cluster_resolver=...)`.
 
     Use it in a script started by `srun` (one task per worker): every task becomes a
     "worker" (task 0 the chief), at `<node>:<port_base + its index on the node>`, from
     Slurm's SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
-    SLURM_STEP_TASKS_PER_NODE. TensorFlow's `SlurmClusterResolver` counts each node's GPUs
+    SLURM_STEP_TASKS_PER_NODE. With `ps` > 0 the step is a parameter-server cluster: task 0
+    is the chief, tasks 1 to `ps` the parameter servers, the rest the workers. TensorFlow's
+    `SlurmClusterResolver` counts each node's GPUs
     with `nvidia-smi`, fails where there is none, and with 0 GPUs gives no task an address.
     On a node without GPUs (no `nvidia-smi`, no CUDA_VISIBLE_DEVICES) the resolver here
     counts one nominal device per task, which only numbers the ports, and sets no
@@ -122,15 +124,22 @@ def slurm_cluster_resolver(port_base: int = 8888) -> tf.distribute.cluster_resol
             cluster_resolver=lepton_keras.distribute.slurm_cluster_resolver())
 
     Raises:
-        ValueError: `port_base` is not a port number.
+        ValueError: `port_base` is not a port number, `ps` not an integer >= 0, or the step has
+            fewer than `ps` + 2 tasks (a chief and a worker besides the parameter servers).
         KeyError: not inside a Slurm job step (SLURM_PROCID is unset).
     """
     port_base = check_int("port_base", port_base, minimum=1, maximum=65535)
+    ps = check_int("ps", ps, minimum=0)
     resolver = tf.distribute.cluster_resolver.SlurmClusterResolver
-    if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi") is not None:
-        return resolver(port_base=port_base)
     tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
-    return resolver(port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+    jobs = None
+    if ps:
+        if tasks < ps + 2:
+            raise invalid("ps", ps, f"at most the step's {tasks} task(s) - 2 (a chief and a worker besides)")
+        jobs = {"chief": 1, "ps": ps, "worker": tasks - 1 - ps}  # ranks in sorted order: chief, ps, worker
+    if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi") is not None:
+        return resolver(jobs=jobs, port_base=port_base)
+    return resolver(jobs=jobs, port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
 
 
 def _cluster_configured(cluster_resolver) -> bool:

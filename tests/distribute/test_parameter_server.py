@@ -19,11 +19,11 @@ PROGRAM = os.path.join(os.path.dirname(__file__), os.pardir, "support", "workers
 pytestmark = pytest.mark.multiworker
 
 
-def run_cluster(scenario, out_dir, workers, *options, timeout=240):
+def run_cluster(scenario, out_dir, workers, *options, timeout=240, ps=1):
     """Runs the scenario on a launched cluster; returns (status, output, the chief's result or None)."""
     out = io.StringIO()
     command = [sys.executable, PROGRAM, scenario, "--out", str(out_dir), *options]
-    status = launch(command, workers, ps=1, timeout_seconds=timeout, out=out)
+    status = launch(command, workers, ps=ps, timeout_seconds=timeout, out=out)
     path = os.path.join(out_dir, "result.json")
     result = json.load(open(path)) if os.path.exists(path) else None
     return status, out.getvalue(), result
@@ -46,6 +46,17 @@ def test_one_worker_trains_as_the_single_process_run_of_the_same_steps(tmp_path)
         assert result[name]["iterations"] == 25
         for coordinated, alone in zip(result[name]["coordinated"], result[name]["alone"]):
             np.testing.assert_allclose(coordinated, alone, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_every_optimizer_wrapper_and_sam_trains_on_one_worker_as_in_one_process(tmp_path):
+    import lepton_keras
+
+    status, output, result = run_cluster("optimizers", tmp_path, 1, "--steps", "6", timeout=600)
+    assert status == 0, output
+    names = [name for name, _ in lepton_keras.optimizers.list_optimizers()] + ["sam"]
+    assert sorted(result) == sorted(names)
+    for name in names:
+        assert result[name].get("max_difference") == 0.0, (name, result[name])  # bitwise: the same ops in order
 
 
 def test_fit_callbacks_evaluate_predict_and_save_on_the_user_path(tmp_path):
@@ -72,6 +83,16 @@ def test_fit_callbacks_evaluate_predict_and_save_on_the_user_path(tmp_path):
     assert result["evaluate"]["loss"] == pytest.approx(result["history"]["val_loss"][-1], rel=1e-6)
     np.testing.assert_allclose(result["predict"], result["weights_predict"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result["restored_predict"], result["predict"], rtol=1e-6, atol=1e-7)
+
+
+def test_variables_sharded_across_two_parameter_servers_are_created_but_keras_cannot_train_them(tmp_path):
+    # Known limit, marked here: Keras 3's Variable.handle returns its tf.Variable's handle, and a
+    # ShardedVariable has none, so the GradientTape cannot watch it (keras/src/backend/tensorflow/core.py).
+    # When this fails because fit succeeds, Keras has fixed it: offer variable_partitioner in get_strategy.
+    status, output, result = run_cluster("sharded", tmp_path, 1, ps=2)
+    assert status == 0, output
+    assert "ShardedVariable" in result["sharded"]  # created and placed: TensorFlow's partitioner works
+    assert result.get("failed") == "fit" and "'ShardedVariable' object has no attribute 'handle'" in result["error"]
 
 
 def wait_for(path, process, timeout=120):
@@ -115,17 +136,19 @@ def test_a_worker_killed_mid_training_loses_no_step(tmp_path):
     assert json.load(open(tmp_path / "result.json"))["iterations"] == 90
 
 
-def test_a_parameter_server_killed_stops_the_chief_and_a_relaunch_resumes(tmp_path):
+@pytest.mark.parametrize("killed", ["ps", "chief"])
+def test_a_lost_parameter_server_or_chief_stops_the_job_and_a_relaunch_resumes(tmp_path, killed):
     processes = start_tasks(tmp_path, 2, "--steps", "30", "--epochs", "3")
     try:
         chief = processes[("chief", 0)]
         wait_for(tmp_path / "epoch_1", chief)
-        processes[("ps", 0)].send_signal(signal.SIGKILL)
+        processes[(killed, 0)].send_signal(signal.SIGKILL)
         assert chief.wait(timeout=240) != 0
     finally:
         stop_all(processes)
     log = (tmp_path / "chief_0.log").read_text()
-    assert "a parameter server failed" in log, log[-3000:]
+    if killed == "ps":
+        assert "a parameter server failed" in log and "Relaunch it" in log, log[-3000:]
     assert not (tmp_path / "result.json").exists()
     # The relaunched job resumes at epoch 1 from BackupAndRestore and ends with every step counted.
     for marker in ("epoch_0", "epoch_1", "epoch_2"):

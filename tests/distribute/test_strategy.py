@@ -193,7 +193,13 @@ def test_slurm_cluster_resolver_numbers_the_ports_of_cpu_nodes(monkeypatch):
     resolver = slurm_cluster_resolver(port_base=9000)
     assert resolver.cluster_spec().as_dict() == {"worker": ["node01:9000", "node01:9001", "node02:9000", "node02:9001"]}
     assert (resolver.task_type, resolver.task_id) == ("worker", 2) and "CUDA_VISIBLE_DEVICES" not in os.environ
-
+    # With a parameter server: task 0 the chief, task 1 the parameter server, tasks 2 and 3 the workers.
+    resolver = slurm_cluster_resolver(port_base=9000, ps=1)
+    assert resolver.cluster_spec().as_dict() == {
+        "chief": ["node01:9000"], "ps": ["node01:9001"], "worker": ["node02:9000", "node02:9001"]}  # fmt: skip
+    assert (resolver.task_type, resolver.task_id) == ("worker", 0)
+    with pytest.raises(ValueError, match="ps must be at most the step's 4 task"):
+        slurm_cluster_resolver(ps=3)
 
 
 PARAMETER_SERVER_TF_CONFIG = json.dumps({

@@ -7,7 +7,12 @@ chief it trains plain Keras code as one scenario says and writes `<out>/result.j
 - one_worker: 1 worker; for Adam and two of lepton_keras's optimizers (RAdam, element-wise;
   LARS, layer-wise), the weights after `steps` steps and those of the same steps in this
   process without a strategy.
+- optimizers: 1 worker; every optimizer and wrapper of `lepton_keras.optimizers.list_optimizers()`
+  and SAM, each a few steps, against the same steps in this process without a strategy: the
+  largest difference of the weights, or the error it raised.
 - user_path: fit's errors, callbacks and their logs, History, evaluate, predict, save.
+- sharded: 2 parameter servers; a ParameterServerStrategy that shards variables across them
+  (`variable_partitioner`); which stage (create, compile, fit) fails, and how.
 - slow: long steps, a marker file at each epoch's start, and a BackupAndRestore in
   `<out>/backup` (the fault tests kill a task meanwhile and relaunch).
 """
@@ -22,6 +27,8 @@ import lepton_keras
 from lepton_keras.distribute import get_strategy, observed_staleness
 
 FEATURES, BATCH = 8, 16
+# The registry's wrapper names, each tried around Adam.
+WRAPPERS = ("lookahead", "swa", "ema", "accumulation", "clipping", "agc", "centralization", "fused")
 
 
 def dataset(tf, rows=256, seed=0):
@@ -70,6 +77,35 @@ def one_worker(args, strategy, keras, tf):
             "alone": [w.numpy().ravel().tolist() for w in alone.weights],
             "iterations": int(coordinated.optimizer.iterations.numpy()),
         }
+    return result
+
+
+def optimizers(args, strategy, keras, tf):
+    def make(name):  # a wrapper wraps Adam ("lookahead_adam"); SAM wraps the model
+        name = "adam" if name == "sam" else f"{name}_adam" if name in WRAPPERS else name
+        return lepton_keras.optimizers.get(name, learning_rate=0.01)
+
+    def trained(name, steps, scope):
+        with scope:
+            model = model_for(keras, make(name))
+            if name == "sam":
+                model = lepton_keras.optimizers.SharpnessAwareModel(model)
+                model.compile(optimizer=make(name), loss="mse")
+        model.fit(dataset(tf).repeat(), epochs=1, steps_per_epoch=steps, verbose=0)
+        return [w.numpy() for w in model.weights]
+
+    import contextlib
+
+    result = {}
+    for name in [name for name, _ in lepton_keras.optimizers.list_optimizers()] + ["sam"]:
+        try:
+            coordinated = trained(name, args.steps, strategy.scope())
+        except Exception as error:  # what the user sees: the test checks that it says why
+            result[name] = {"error": f"{type(error).__name__}: {error}"[:600]}
+            continue
+        alone = trained(name, args.steps, contextlib.nullcontext())
+        difference = max(float(np.max(np.abs(a - b) / (np.abs(b) + 1e-6))) for a, b in zip(coordinated, alone))
+        result[name] = {"max_difference": difference}
     return result
 
 
@@ -125,6 +161,24 @@ def user_path(args, strategy, keras, tf):
     }  # fmt: skip
 
 
+def sharded(args, strategy, keras, tf):
+    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(min_shard_bytes=64, max_shards=2)
+    strategy = tf.distribute.ParameterServerStrategy(strategy.cluster_resolver, variable_partitioner=partitioner)
+    result = {}
+    for stage in ("create", "fit"):
+        try:
+            if stage == "create":
+                with strategy.scope():
+                    model = model_for(keras, "adam", width=64)
+                result["sharded"] = [type(w.value).__name__ for w in model.weights]
+            else:
+                model.fit(dataset(tf), epochs=1, steps_per_epoch=4, verbose=0)
+        except Exception as error:
+            result.update(failed=stage, error=f"{type(error).__name__}: {error}"[:2000])
+            break
+    return result
+
+
 def slow(args, strategy, keras, tf):
     with strategy.scope():
         model = model_for(keras, "sgd", width=512)
@@ -141,7 +195,7 @@ def slow(args, strategy, keras, tf):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["counting", "one_worker", "user_path", "slow"])
+    parser.add_argument("scenario", choices=["counting", "one_worker", "optimizers", "user_path", "sharded", "slow"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=2)
