@@ -37,20 +37,25 @@ def _consecutive_free_ports(count=2):
     raise RuntimeError(f"found no {count} consecutive free ports")
 
 
-@pytest.mark.multiworker
-def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
-    base = _consecutive_free_ports()
-    slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "2"}
+def _start_slurm_tasks(tmp_path, count, *flags):
+    """The tutorial as `count` tasks of one Slurm job step on 127.0.0.1, with the variables srun sets."""
+    base = _consecutive_free_ports(count)
+    slurm = {"SLURM_STEP_NUM_TASKS": str(count), "SLURM_STEP_NODELIST": "127.0.0.1",
+             "SLURM_STEP_TASKS_PER_NODE": str(count)}  # fmt: skip
     command = [sys.executable, TUTORIAL, "--smoke", "--data-source", "sample", "--cluster-resolver", "slurm",
-               "--slurm-port-base", str(base), "--cpu-threads", "1", "--output-dir", str(tmp_path),
-               "--backup-dir", str(tmp_path / "backup")]  # fmt: skip
+               "--slurm-port-base", str(base), "--cpu-threads", "1", "--output-dir", str(tmp_path), *flags]
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     env.update(slurm, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    tasks = [
+    return [
         subprocess.Popen(command, env={**env, "SLURM_PROCID": str(rank)}, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for rank in range(2)
+        for rank in range(count)
     ]
+
+
+@pytest.mark.multiworker
+def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
+    tasks = _start_slurm_tasks(tmp_path, 2, "--backup-dir", str(tmp_path / "backup"))
     outputs = [task.communicate(timeout=300)[0] for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], "\n".join(outputs)[-6000:]
     summary = json.loads((tmp_path / "summary.json").read_text())  # the chief's (task 0) only
@@ -61,17 +66,7 @@ def test_the_tutorial_trains_on_two_workers_from_slurm_s_variables(tmp_path):
 
 @pytest.mark.multiworker
 def test_the_tutorial_trains_on_a_parameter_server_cluster_from_slurm_s_variables(tmp_path):
-    base = _consecutive_free_ports(4)
-    slurm = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "4"}
-    command = [sys.executable, TUTORIAL, "--smoke", "--data-source", "sample", "--cluster-resolver", "slurm",
-               "--slurm-ps", "1", "--slurm-port-base", str(base), "--cpu-threads", "1", "--output-dir", str(tmp_path)]
-    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    env.update(slurm, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    tasks = [
-        subprocess.Popen(command, env={**env, "SLURM_PROCID": str(rank)}, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for rank in range(4)
-    ]
+    tasks = _start_slurm_tasks(tmp_path, 4, "--slurm-ps", "1")  # task 0 the chief, 1 the ps, 2 and 3 the workers
     try:
         chief_output = tasks[0].communicate(timeout=300)[0]  # the servers serve until stopped, as srun's --wait does
     finally:

@@ -11,7 +11,10 @@ increments). This module takes part at keras.Model's public entry points (throug
   workers differ only where the dataset shuffles without a fixed seed. The chief schedules
   `steps_per_epoch` steps an epoch (`steps_per_execution` per scheduled call), each on
   whichever worker is free, and keeps at most `IN_FLIGHT_PER_WORKER` calls a worker in
-  flight. A lost worker's calls run again elsewhere. `steps_per_epoch` is required.
+  flight. A lost worker's calls run again elsewhere, and a ledger on the parameter servers
+  makes a call that already applied its steps skip them: every step counts once.
+  `steps_per_epoch` is required. A lost parameter server is a RuntimeError that says to
+  relaunch (BackupAndRestore then resumes).
 - Callbacks run on the chief. `on_train_batch_begin(step)` runs when the step is scheduled
   (a learning rate set there reaches the steps scheduled after it); `on_train_batch_end(step,
   logs)` runs when the step has finished, in order, with that step's logs: the running means
@@ -22,8 +25,8 @@ increments). This module takes part at keras.Model's public entry points (throug
   the parameter servers; `save` and `save_weights` read them too.
 
 Not supported, each a clear ValueError before any step: numpy or other non-dataset `x`, `y`,
-`sample_weight`, `class_weight`, `validation_split`, `batch_size`, and a `steps_per_epoch` that
-`steps_per_execution` does not divide.
+`sample_weight`, `class_weight`, `validation_split`, `batch_size`, a `validation_freq` other than
+an integer, and a `steps_per_epoch` that `steps_per_execution` does not divide.
 """
 
 from __future__ import annotations
@@ -74,9 +77,10 @@ def _check_fit_arguments(model, arguments) -> None:
             "ParameterServerStrategy (each worker makes its own copy of the input)",
         )
     for name, (default, instead) in _UNSUPPORTED.items():
-        if arguments[name] is not default and not (name == "validation_split" and arguments[name] == default):
+        value = arguments[name]
+        if value is not None if default is None else value != default:
             raise ValueError(
-                f"fit's {name} is not supported under a ParameterServerStrategy: {instead} (received {name}={arguments[name]!r})"
+                f"fit's {name} is not supported under a ParameterServerStrategy: {instead} (received {name}={value!r})"
             )
     if arguments["steps_per_epoch"] is None:
         raise ValueError(
@@ -84,6 +88,7 @@ def _check_fit_arguments(model, arguments) -> None:
             "the dataset, repeated, so an epoch is the number of steps you give (for example the training "
             "examples divided by the batch size)"
         )
+    check_int("validation_freq", arguments["validation_freq"], minimum=1)
     steps = check_int("steps_per_epoch", arguments["steps_per_epoch"], minimum=1)
     per_call = model.steps_per_execution
     if steps % per_call:
@@ -105,39 +110,60 @@ def _repeated(x):
 def _scheduled_train_steps(model, strategy, calls: int):
     """The function a worker runs per scheduled call: `steps_per_execution` train steps.
 
-    Returns the last step's logs and the staleness of the call (the other workers' updates
-    applied between its read of the step counter and its last update). Each call has an
-    index; a ledger on the parameter servers marks the calls whose updates were applied, so
-    that a call run again after its worker was lost (the coordinator reruns a call whose
-    result it did not receive) skips the steps it already applied and returns the current
-    logs (staleness -1): every step updates the weights and the counters once.
+    Returns the last step's logs and the call's staleness. Two ledgers on the parameter server
+    of the step counter make a call that the coordinator runs again (its worker was lost
+    before the chief got its result) count and apply its steps once:
+
+    - Keras increments the step counter as soon as a step starts (the increment waits for
+      nothing), and `counted[call]` is set right after it: a call run again after its first
+      run counted takes its own increment back;
+    - `applied[call]` is set once the step has updated every weight: a call run again after
+      that skips its steps and returns the current logs (staleness -1).
+
+    The staleness is read from a version of the weights that each call moves on after its
+    update: the updates of other calls between this call's read of the weights and its own.
     """
     per_call = model.steps_per_execution
     counter = model.optimizer.iterations
     with strategy.scope(), strategy.extended.colocate_vars_with(counter.value):
+        counted = tf.Variable(tf.zeros([calls], tf.bool), trainable=False, name="counted_calls")
         applied = tf.Variable(tf.zeros([calls], tf.bool), trainable=False, name="applied_calls")
+        version = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="weights_version")
 
     def first_replica(value):
         return strategy.experimental_local_results(value)[0]
 
+    def mark(ledger, call):
+        return ledger.scatter_nd_update([[call]], [True])
+
+    def after(operation):
+        with tf.control_dependencies([operation]):
+            return tf.constant(True)
+
     @tf.function
     def train_steps(iterator, call):
         def run():
-            read = tf.identity(counter.value)
-            with tf.control_dependencies([read]):  # read before the first step reads the weights
+            with tf.device(version.device):
+                counted_before = tf.identity(counted[call])
+                read = tf.identity(version)
+            with tf.control_dependencies([read, counted_before]):  # before the step reads the weights
                 for _ in range(per_call):
                     logs = strategy.run(model.train_step, args=(next(iterator),))
-            # On the counter's parameter server, right after the last increment, and waiting for
-            # nothing the worker computes later: a worker lost after its update still marks the call.
-            with tf.device(applied.device):
-                written = tf.identity(counter.value)  # (after the increment: ops on one variable keep their order)
+            with tf.device(version.device):  # on the ledgers' parameter server: nothing waits for the worker
+                with tf.control_dependencies([tf.identity(counter.value)]):  # after this call's increments
+                    recount = tf.cond(counted_before, lambda: after(counter.assign_sub(per_call)),
+                                      lambda: after(mark(counted, call)))  # fmt: skip
+            # A read of each weight after the step: ordered after the step's update of it.
+            updated = [tf.identity(v.value) for v in model.trainable_variables]
+            with tf.device(version.device), tf.control_dependencies([recount, *updated]):
+                written = version.assign_add(per_call, read_value=True)
                 with tf.control_dependencies([written]):
-                    marked = applied.scatter_nd_update([[call]], [True])
+                    marked = mark(applied, call)
             with tf.control_dependencies([marked]):
                 return tf.nest.map_structure(lambda v: tf.identity(first_replica(v)), logs), written - read - per_call
 
         def skip():
-            return model.get_metrics_result(), tf.constant(-1, counter.dtype)
+            return model.get_metrics_result(), tf.constant(-1, tf.int64)
 
         return tf.cond(applied[call], skip, run)
 
@@ -150,10 +176,10 @@ def _parameter_server_failures():
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
-        if "/job:ps" not in str(error):
-            raise
+        # The coordinator runs a lost worker's steps elsewhere; what reaches fit is a lost parameter server.
         raise RuntimeError(
-            "a parameter server failed, and with it the variables it held: the job cannot go on. Relaunch it; "
+            "a parameter server failed (or cannot be reached), and with it the variables it held: the job cannot "
+            "go on. Relaunch it; "
             "keras.callbacks.BackupAndRestore (or lepton_keras.callbacks.WorkerBackupAndRestore) resumes from the "
             f"last epoch it backed up. TensorFlow's error: {type(error).__name__}: {str(error).splitlines()[0]}"
         ) from error
@@ -162,7 +188,7 @@ def _parameter_server_failures():
 @_parameter_server_failures()
 def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch, steps_per_epoch,
          validation_steps, validation_batch_size, validation_freq, **unsupported):  # fmt: skip
-    arguments = dict(unsupported, x=x, steps_per_epoch=steps_per_epoch)
+    arguments = dict(unsupported, x=x, steps_per_epoch=steps_per_epoch, validation_freq=validation_freq)
     arguments.pop("shuffle")  # the dataset shuffles, or not
     _check_fit_arguments(model, arguments)
     strategy = model.distribute_strategy

@@ -47,7 +47,8 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    built with (`optimizer_schedule`; the public `learning_rate` property only gives its
    value), which the learning-rate callbacks scale through its multiplier; and the epoch
    `fit` starts from (`start_fit_at_epoch`), which Keras's own BackupAndRestore sets and
-   `lepton_keras.callbacks.WorkerBackupAndRestore` sets the same way when it resumes.
+   `lepton_keras.callbacks.WorkerBackupAndRestore` sets the same way when it resumes (and
+   parameter-server `fit` reads back: `take_fit_start_epoch`).
 
 6. The optimizer bookkeeping `OptimizerWrapper` needs and Keras keeps private:
    `optimizer_built_variables` (the variables an optimizer was built with, which `apply`
@@ -486,20 +487,20 @@ def unpatch_keras() -> None:
     with _lock:
         for target in _PATCH_TARGETS.values():
             target.restore()
-        for name, (owned, original) in _routed_entry_points.items():
-            if owned:
-                setattr(keras.Model, name, original)
-            else:
-                delattr(keras.Model, name)
-        _routed_entry_points.clear()
+        _restore_methods(keras.Model, _routed_entry_points)
         _arounds.clear()
-        for name, (owned, original) in _KERAS_INCREMENTS.items():
-            if owned:
-                setattr(keras.Variable, name, original)
-            else:
-                delattr(keras.Variable, name)
-        _KERAS_INCREMENTS.clear()
+        _restore_methods(keras.Variable, _KERAS_INCREMENTS)
         _logs_stay_local = None
+
+
+def _restore_methods(cls, replaced: dict) -> None:
+    """Puts back the methods `replaced` maps by name to (defined on `cls` itself, original); empties it."""
+    for name, (owned, original) in replaced.items():
+        if owned:
+            setattr(cls, name, original)
+        else:
+            delattr(cls, name)
+    replaced.clear()
 
 
 def excluded_from_weight_decay(optimizer, variable) -> bool:
