@@ -83,9 +83,9 @@ def _check_address(name: str, address) -> str:
 def validate_cluster(cluster, task_type, task_index) -> None:
     """Checks a cluster and this process's task in it, before TensorFlow sees them.
 
-    The cluster maps task types ("chief", "worker", "evaluator") to non-empty lists of
+    The cluster maps task types ("chief", "worker", "evaluator", "ps") to non-empty lists of
     "host:port" addresses; there is at least one chief or worker, at most one chief and one
-    evaluator, and no address twice. The task type is in the cluster and the index in range.
+    evaluator, "ps" tasks only beside a chief and a worker, and no address twice. The task type is in the cluster and the index in range.
 
     Raises:
         ValueError: naming TF_CONFIG, the offending entry and the value.
@@ -140,8 +140,8 @@ def parse_tf_config(text: str | None) -> dict | None:
 
     Raises:
         ValueError: the text is not a JSON object, has no cluster or task, or fails
-            `validate_cluster` (parameter servers, bad addresses, two chiefs, duplicates, a
-            task outside the cluster).
+            `validate_cluster` (parameter servers without a chief and a worker, bad addresses,
+            two chiefs, duplicates, a task outside the cluster).
     """
     if not text or not text.strip():
         return None

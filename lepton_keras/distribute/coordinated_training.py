@@ -11,8 +11,9 @@ increments). This module takes part at keras.Model's public entry points (throug
   workers differ only where the dataset shuffles without a fixed seed. The chief schedules
   `steps_per_epoch` steps an epoch (`steps_per_execution` per scheduled call), each on
   whichever worker is free, and keeps at most `IN_FLIGHT_PER_WORKER` calls a worker in
-  flight. A lost worker's calls run again elsewhere, and a ledger on the parameter servers
-  makes a call that already applied its steps skip them: every step counts once.
+  flight. A lost worker's calls run again elsewhere; a ledger on the parameter servers makes
+  a call that already applied its steps skip them, and the chief sets the step counter to
+  the steps it scheduled at the end of each epoch: every step counts once.
   `steps_per_epoch` is required. A lost parameter server is a RuntimeError that says to
   relaunch (BackupAndRestore then resumes).
 - Callbacks run on the chief. `on_train_batch_begin(step)` runs when the step is scheduled
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 
 import keras
 import tensorflow as tf
@@ -110,55 +112,36 @@ def _repeated(x):
 def _scheduled_train_steps(model, strategy, calls: int):
     """The function a worker runs per scheduled call: `steps_per_execution` train steps.
 
-    Returns the last step's logs and the call's staleness. Two ledgers on the parameter server
-    of the step counter make a call that the coordinator runs again (its worker was lost
-    before the chief got its result) count and apply its steps once:
-
-    - Keras increments the step counter as soon as a step starts (the increment waits for
-      nothing), and `counted[call]` is set right after it: a call run again after its first
-      run counted takes its own increment back;
-    - `applied[call]` is set once the step has updated every weight: a call run again after
-      that skips its steps and returns the current logs (staleness -1).
-
-    The staleness is read from a version of the weights that each call moves on after its
-    update: the updates of other calls between this call's read of the weights and its own.
+    Returns the last step's logs and the call's staleness. A ledger on the parameter server of
+    the step counter marks each call once its steps have updated every weight, so that a call
+    the coordinator runs again (its worker was lost before the chief got its result) skips the
+    steps it already applied and returns the current logs (staleness -1). The staleness is read
+    from a version of the weights that each call moves on after its update: the updates of
+    other calls between this call's read of the weights and its own.
     """
     per_call = model.steps_per_execution
-    counter = model.optimizer.iterations
+    counter = keras_compat.optimizer_step_counter(model.optimizer)
     with strategy.scope(), strategy.extended.colocate_vars_with(counter.value):
-        counted = tf.Variable(tf.zeros([calls], tf.bool), trainable=False, name="counted_calls")
         applied = tf.Variable(tf.zeros([calls], tf.bool), trainable=False, name="applied_calls")
         version = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="weights_version")
 
     def first_replica(value):
         return strategy.experimental_local_results(value)[0]
 
-    def mark(ledger, call):
-        return ledger.scatter_nd_update([[call]], [True])
-
-    def after(operation):
-        with tf.control_dependencies([operation]):
-            return tf.constant(True)
-
     @tf.function
     def train_steps(iterator, call):
         def run():
             with tf.device(version.device):
-                counted_before = tf.identity(counted[call])
                 read = tf.identity(version)
-            with tf.control_dependencies([read, counted_before]):  # before the step reads the weights
+            with tf.control_dependencies([read]):  # before the step reads the weights
                 for _ in range(per_call):
                     logs = strategy.run(model.train_step, args=(next(iterator),))
-            with tf.device(version.device):  # on the ledgers' parameter server: nothing waits for the worker
-                with tf.control_dependencies([tf.identity(counter.value)]):  # after this call's increments
-                    recount = tf.cond(counted_before, lambda: after(counter.assign_sub(per_call)),
-                                      lambda: after(mark(counted, call)))  # fmt: skip
             # A read of each weight after the step: ordered after the step's update of it.
             updated = [tf.identity(v.value) for v in model.trainable_variables]
-            with tf.device(version.device), tf.control_dependencies([recount, *updated]):
+            with tf.device(version.device), tf.control_dependencies(updated):
                 written = version.assign_add(per_call, read_value=True)
                 with tf.control_dependencies([written]):
-                    marked = mark(applied, call)
+                    marked = applied.scatter_nd_update([[call]], [True])
             with tf.control_dependencies([marked]):
                 return tf.nest.map_structure(lambda v: tf.identity(first_replica(v)), logs), written - read - per_call
 
@@ -168,6 +151,23 @@ def _scheduled_train_steps(model, strategy, calls: int):
         return tf.cond(applied[call], skip, run)
 
     return train_steps
+
+
+def _count_steps_once(model, steps: int) -> None:
+    """Sets the step counter to the `steps` scheduled so far, once every call has finished.
+
+    Keras increments the counter as soon as a step starts (the increment waits for nothing), so
+    a call run again after its worker was lost may have been counted by its first run too; the
+    chief, which knows the steps it scheduled, sets the count right at the end of each epoch.
+    """
+    counter = keras_compat.optimizer_step_counter(model.optimizer)  # (not a quotient under accumulation)
+    counted = int(counter.numpy())
+    if counted != steps:
+        logging.getLogger("lepton_keras").warning(
+            "lepton_keras: the step counter read %d after %d steps (a lost worker's step counted twice); set to %d",
+            counted, steps, steps,
+        )
+        counter.assign(steps)
 
 
 @contextlib.contextmanager
@@ -207,7 +207,8 @@ def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch
     model.stop_training = False
     parameter_server.reset_staleness(model)
     in_flight_limit = IN_FLIGHT_PER_WORKER * parameter_server.number_of_workers(strategy)
-    callbacks.on_train_begin()
+    callbacks.on_train_begin()  # (BackupAndRestore restores the step counter here)
+    steps_scheduled = int(keras_compat.optimizer_step_counter(model.optimizer).numpy())
     training_logs = None
     for epoch in range(keras_compat.take_fit_start_epoch(model, initial_epoch), epochs):
         model.reset_metrics()
@@ -216,8 +217,13 @@ def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch
 
         def finish_oldest():
             last_step, remote = in_flight.popleft()
-            logs, staleness = remote.fetch()
-            if staleness >= 0:  # (-1: a call run again, whose steps had been applied)
+            try:
+                logs, staleness = remote.fetch()
+            except (tf.errors.UnavailableError, tf.errors.AbortedError):
+                # The call finished, then its worker was lost with the result: the running logs
+                # from the parameter servers instead (were they lost, this raises again).
+                logs, staleness = model.get_metrics_result(), -1
+            if staleness >= 0:  # (-1: a call run again whose steps had been applied, or a lost result)
                 parameter_server.record_staleness(model, [staleness])
             callbacks.on_train_batch_end(last_step, logs)
 
@@ -225,6 +231,7 @@ def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch
             callbacks.on_train_batch_begin(first_step)
             call = tf.constant((epoch * steps_per_epoch + first_step) // per_call)
             in_flight.append((first_step + per_call - 1, coordinator.schedule(train_steps, args=(iterator, call))))
+            steps_scheduled += per_call
             while len(in_flight) > in_flight_limit:
                 finish_oldest()
             if model.stop_training:
@@ -232,6 +239,7 @@ def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch
         coordinator.join()
         while in_flight:
             finish_oldest()
+        _count_steps_once(model, steps_scheduled)
         epoch_logs = {name: float(value) for name, value in model.get_metrics_result().items()}
         if validation_data is not None and (epoch + 1) % validation_freq == 0:
             val_x, val_y, val_sample_weight = keras.utils.unpack_x_y_sample_weight(validation_data)

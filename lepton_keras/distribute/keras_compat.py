@@ -611,6 +611,7 @@ def make_counters_atomic() -> None:
 
 
 def counters_are_atomic() -> bool:
+    """Whether `make_counters_atomic` is in effect (for tests)."""
     return bool(_KERAS_INCREMENTS)
 
 

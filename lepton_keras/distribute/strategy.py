@@ -211,8 +211,9 @@ def get_strategy(
 
     Raises:
         ValueError: unknown kind or communication, malformed TF_CONFIG (checked before
-            TensorFlow sees it: see `cluster.validate_cluster`; parameter-server clusters are
-            refused), "multi_worker" without a cluster, or cpu_replicas with GPUs or a cluster.
+            TensorFlow sees it: see `cluster.validate_cluster`), "multi_worker" without a cluster,
+            "parameter_server" without "ps" tasks or another kind with them, gradient_communication
+            or periodic_sync under parameter-server training, or cpu_replicas with GPUs or a cluster.
         RuntimeError: cpu_replicas asked for after TensorFlow initialised its devices; this
             process is TF_CONFIG's evaluator task (`cluster.refuse_evaluator`).
     """

@@ -233,3 +233,39 @@ def test_the_workers_get_the_launcher_s_default_unless_the_user_chose(variable, 
     out = io.StringIO()
     assert launch([sys.executable, "-c", program], 1, env={**env, variable: chosen}, out=out) == 0
     assert out.getvalue() == f"[worker 0] {chosen}\n"
+
+
+# A task program for --ps: the chief works a moment and exits as told; worker 1 fails at once; the others serve.
+PARAMETER_SERVER_TASK = r"""
+import json, os, sys, time
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+if task["type"] == "chief":
+    time.sleep(1.0)
+    print("chief done", flush=True)
+    sys.exit(int(sys.argv[1]))
+if task == {"type": "worker", "index": 1}:
+    sys.exit(3)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("chief_status", [0, 5])
+def test_with_parameter_servers_the_chief_s_exit_ends_the_job_and_a_lost_worker_does_not(chief_status):
+    out = io.StringIO()
+    start = time.monotonic()
+    status = launch([sys.executable, "-c", PARAMETER_SERVER_TASK, str(chief_status)], 2, ps=1, out=out)
+    assert status == chief_status, out.getvalue()
+    assert "[chief 0] chief done" in out.getvalue()  # worker 1's failure did not stop the job
+    assert time.monotonic() - start < 30  # the servers, which never exit, were stopped
+    if chief_status:
+        assert f"[launcher] the chief failed; stopped all 4 (exit {chief_status})" in out.getvalue()
+
+
+def test_a_parameter_server_cluster_has_a_chief_workers_and_parameter_servers_on_free_ports():
+    configs = [json.loads(text) for text in cluster_tf_configs(2, ps=1)]
+    assert [config["task"] for config in configs] == [
+        {"type": "chief", "index": 0}, {"type": "worker", "index": 0}, {"type": "worker", "index": 1},
+        {"type": "ps", "index": 0}]  # fmt: skip
+    cluster = configs[0]["cluster"]
+    assert {kind: len(addresses) for kind, addresses in cluster.items()} == {"chief": 1, "worker": 2, "ps": 1}
+    assert len({address for addresses in cluster.values() for address in addresses}) == 4
