@@ -226,7 +226,7 @@ ROWS = {
         "global_batch_size": COUNT, "per_worker_pipelines": optional(BOOL), "strategy": STRATEGY},
         {"global_batch_size": 8}),  # fmt: skip
     # distribute (their owner adds the checks)
-    "data.epoch_dataset": Row(data.epoch_dataset, {"make_epoch": [None, 3, "range"], "repeat": BOOL},
+    "data.epoch_dataset": Row(data.epoch_dataset, {"make_epoch": [None, 3, "range"], "repeat": BOOL, "counted": BOOL},
         {"make_epoch": lambda epoch: tf.data.Dataset.range(3)}),  # fmt: skip
     "distribute.finish_job": Row(distribute.finish_job, {"strategy": STRATEGY, "timeout_seconds": POSITIVE}),
     "distribute.chief_path": Row(distribute.chief_path, {"path": STRING, "strategy": STRATEGY}, {"path": "logs"}),

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from lepton_keras.data.augment import augment_dataset
 from lepton_keras.data.epochs import epoch_dataset
-from lepton_keras.distribute import cluster
+from lepton_keras.distribute import cluster, parameter_server
 from lepton_keras.distribute.input_plan import InputPlan, worker_shard
 from lepton_keras.validation import check_bool, check_choice, check_int, invalid
 
@@ -129,7 +129,7 @@ class Cifar10:
         shuffle, one_hot = check_bool("shuffle", shuffle), check_bool("one_hot", one_hot)
         augment, repeat = check_bool("augment", augment), check_bool("repeat", repeat)
         seed = check_int("seed", seed, minimum=0)
-        own_order_per_copy = isinstance(strategy, tf.distribute.ParameterServerStrategy)
+        own_order_per_copy = parameter_server.is_parameter_server_strategy(strategy)
         options = (shuffle, seed, one_hot, augment, repeat, own_order_per_copy)
         if not plan.per_worker_pipelines:
             return self._pipeline(plan, *options)

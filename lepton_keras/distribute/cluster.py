@@ -85,7 +85,8 @@ def validate_cluster(cluster, task_type, task_index) -> None:
 
     The cluster maps task types ("chief", "worker", "evaluator", "ps") to non-empty lists of
     "host:port" addresses; there is at least one chief or worker, at most one chief and one
-    evaluator, "ps" tasks only beside a chief and a worker, and no address twice. The task type is in the cluster and the index in range.
+    evaluator, "ps" tasks only beside a chief and a worker, and no address twice. The task type
+    is in the cluster and the index in range.
 
     Raises:
         ValueError: naming TF_CONFIG, the offending entry and the value.

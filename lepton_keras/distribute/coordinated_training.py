@@ -224,7 +224,7 @@ def _fit(model, *, x, epochs, verbose, callbacks, validation_data, initial_epoch
                 # from the parameter servers instead (were they lost, this raises again).
                 logs, staleness = model.get_metrics_result(), -1
             if staleness >= 0:  # (-1: a call run again whose steps had been applied, or a lost result)
-                parameter_server.record_staleness(model, [staleness])
+                parameter_server.record_staleness(model, staleness)
             callbacks.on_train_batch_end(last_step, logs)
 
         for first_step in range(0, steps_per_epoch, per_call):

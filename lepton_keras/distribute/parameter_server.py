@@ -52,8 +52,6 @@ def serve(cluster_resolver) -> None:
     """
     if cluster_resolver.task_type not in ("worker", "ps"):
         raise invalid("cluster_resolver.task_type", cluster_resolver.task_type, '"worker" or "ps"')
-    for name, value in FAIL_FAST.items():
-        os.environ.setdefault(name, value)
     server = tf.distribute.Server(
         cluster_resolver.cluster_spec(),
         job_name=cluster_resolver.task_type,
@@ -72,14 +70,14 @@ def new_strategy(cluster_resolver=None) -> tf.distribute.ParameterServerStrategy
     On a worker or parameter server this serves instead and never returns (`serve`).
     """
     resolver = cluster_resolver or tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    for name, value in FAIL_FAST.items():  # every task's, before its first connection
+        os.environ.setdefault(name, value)
     if resolver.task_type in ("worker", "ps"):
         serve(resolver)
     if resolver.task_type != "chief":
         raise RuntimeError(
             f"parameter-server training runs the script on the chief; this task is {resolver.task_type!r}"
         )
-    for name, value in FAIL_FAST.items():
-        os.environ.setdefault(name, value)
     from lepton_keras.distribute import coordinated_training
 
     strategy = _ParameterServerStrategy(resolver)
@@ -112,9 +110,9 @@ def number_of_workers(strategy) -> int:
 _staleness: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def record_staleness(model, values) -> None:
-    """Adds the staleness of steps just run to `model`'s count (`coordinated_training` calls it)."""
-    _staleness.setdefault(model, collections.Counter()).update(int(v) for v in values)
+def record_staleness(model, staleness) -> None:
+    """Counts one call's staleness for `model` (`coordinated_training` calls it)."""
+    _staleness.setdefault(model, collections.Counter())[int(staleness)] += 1
 
 
 def reset_staleness(model) -> None:
@@ -125,9 +123,9 @@ def observed_staleness(model) -> dict[int, int]:
     """How stale the steps of `model`'s last parameter-server `fit` were: {staleness: steps}.
 
     A step's staleness is the number of updates of other workers that the parameter servers
-    applied between the step's read of the optimizer's step counter (before its forward pass)
-    and its own update. Empty for a model that has not been trained on a parameter-server
-    strategy.
+    applied between the step's read of the weights (before its forward pass) and its own
+    update, counted on a version of the weights that every update moves on. Empty for a model
+    that has not been trained on a parameter-server strategy.
 
     Example:
         model.fit(dataset, epochs=2, steps_per_epoch=100)

@@ -255,14 +255,17 @@ def get_strategy(
             else f'kind={kind!r} cannot run on a cluster with "ps" tasks: use kind="parameter_server" or "auto"'
         )
     if kind == "parameter_server":
-        settings = {"gradient_communication": gradient_communication, "periodic_sync": periodic_sync}
-        for name, setting in settings.items():
-            if setting is not None and not (setting.is_keras_default if name == "gradient_communication"
-                                            else setting.is_synchronous):  # fmt: skip
-                raise ValueError(
-                    f"{name} applies to synchronous replicas (all-reduce); under parameter-server training "
-                    f"each step updates the parameter servers on its own: leave {name}=None"
-                )
+        needs_all_reduce = {  # a setting that changes what the all-reduce of synchronous replicas does
+            "gradient_communication": (
+                gradient_communication is not None and not gradient_communication.is_keras_default
+            ),
+            "periodic_sync": periodic_sync is not None and not periodic_sync.is_synchronous,
+        }
+        for name in (name for name, refused in needs_all_reduce.items() if refused):
+            raise ValueError(
+                f"{name} applies to synchronous replicas (all-reduce); under parameter-server training "
+                f"each step updates the parameter servers on its own: leave {name}=None"
+            )
         gradient_communication, periodic_sync = None, None
 
     strategy = _new_strategy(kind, cpu_replicas, has_cluster, cluster_resolver, options)

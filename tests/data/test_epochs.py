@@ -49,3 +49,17 @@ def test_every_epoch_is_a_pure_function_of_the_seed_and_the_epoch():
     assert np.array_equal(images, epochs[2][0]) and np.array_equal(labels, epochs[2][1])
     other_seed = read(data.train_dataset(16, seed=4, augment=True))
     assert not np.array_equal(other_seed[1], epochs[0][1])
+
+
+def test_an_uncounted_dataset_starts_at_epoch_0_on_every_iteration_as_a_worker_s_copy_does():
+    import tensorflow as tf
+
+    from lepton_keras.data.epochs import epoch_dataset
+
+    def make_epoch(epoch):
+        return tf.data.Dataset.from_tensors(epoch)
+
+    once = epoch_dataset(make_epoch, counted=False)
+    assert [int(e) for e in once] == [0] and [int(e) for e in once] == [0]  # no counter moves on
+    advance_epochs(5)  # a resume moves the counted datasets of this process, not this one
+    assert [int(e) for e in epoch_dataset(make_epoch, repeat=True, counted=False).take(3)] == [0, 1, 2]

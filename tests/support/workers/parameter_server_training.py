@@ -18,6 +18,7 @@ chief it trains plain Keras code as one scenario says and writes `<out>/result.j
 """
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -93,8 +94,6 @@ def optimizers(args, strategy, keras, tf):
                 model.compile(optimizer=make(name), loss="mse")
         model.fit(dataset(tf).repeat(), epochs=1, steps_per_epoch=steps, verbose=0)
         return [w.numpy() for w in model.weights]
-
-    import contextlib
 
     result = {}
     for name in [name for name, _ in lepton_keras.optimizers.list_optimizers()] + ["sam"]:
