@@ -82,7 +82,10 @@ def test_fit_callbacks_evaluate_predict_and_save_on_the_user_path(tmp_path):
     # evaluate, predict and the saved model all see the parameter servers' weights.
     assert result["evaluate"]["loss"] == pytest.approx(result["history"]["val_loss"][-1], rel=1e-6)
     np.testing.assert_allclose(result["predict"], result["weights_predict"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(result["restored_predict"], result["predict"], rtol=1e-6, atol=1e-7)
+    # The saved weights are the parameter servers' bitwise; predictions differ by float32 rounding only
+    # (the restored model predicts in batches of 32, the dataset's batches are another blocking of the matmul).
+    assert result["restored_weights_equal"]
+    np.testing.assert_allclose(result["restored_predict"], result["predict"], rtol=1e-5, atol=1e-6)
 
 
 def test_variables_sharded_across_two_parameter_servers_are_created_but_keras_cannot_train_them(tmp_path):

@@ -154,6 +154,9 @@ def user_path(args, strategy, keras, tf):
         "evaluate": model.evaluate(data, verbose=0, return_dict=True),
         "predict": model.predict(data, verbose=0).ravel().tolist(),
         "restored_predict": restored.predict(x, verbose=0).ravel().tolist(),
+        "restored_weights_equal": all(
+            np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.weights, restored.weights, strict=True)
+        ),
         "weights_predict": (np.tanh(x @ model.weights[0].numpy() + model.weights[1].numpy())
                             @ model.weights[2].numpy() + model.weights[3].numpy()).ravel().tolist(),
         "iterations": int(model.optimizer.iterations.numpy()),
