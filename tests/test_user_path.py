@@ -77,24 +77,18 @@ def test_a_saved_model_loads_in_a_fresh_process_after_import_lepton_keras(tmp_pa
     assert (outer, inner) == ("Lookahead", "RAdam") and float(difference) == 0.0
 
 
-def keras_takes_registered_names() -> bool:
-    """Whether this Keras looks string optimizers up in its custom-object registry (3.15 does;
-    keras-nightly 3.16 takes only its own names, so there only lepton_keras.optimizers.get does)."""
-    try:
-        keras.optimizers.get("radam")
-    except ValueError as error:
-        assert "Could not interpret optimizer identifier" in str(error)
-        return False
-    return True
-
-
-KERAS_TAKES_NAMES = keras_takes_registered_names()
-requires_keras_names = pytest.mark.skipif(not KERAS_TAKES_NAMES, reason="this Keras takes only its own optimizer names")
-
-
-def test_keras_takes_our_names_or_the_readme_says_it_does_not():
-    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    assert KERAS_TAKES_NAMES or "takes only its own optimizer names" in readme
+def test_every_lepton_keras_name_resolves_in_keras_s_own_lookups():
+    # Keras 3.15 reads its custom-object registry; keras-nightly 3.16 only its own table (keras_compat item 10).
+    assert registry.register_keras_names() in ("registry", "table")
+    for cls in (lepton_keras.optimizers.RAdam, lepton_keras.optimizers.Lookahead):
+        name = keras.saving.get_registered_name(cls)  # "lepton_keras>RAdam", as a saved config names it
+        if cls is lepton_keras.optimizers.Lookahead:
+            with pytest.raises((TypeError, ValueError), match="inner_optimizer"):  # it needs an optimizer to wrap
+                keras.optimizers.get(name)
+        else:
+            assert type(keras.optimizers.get(name)) is cls
+    assert type(keras.initializers.get("delta_orthogonal")).__name__ == "DeltaOrthogonal"
+    assert type(keras.initializers.get("lepton_keras>DeltaOrthogonal")).__name__ == "DeltaOrthogonal"
 
 
 def optimizer_chain(optimizer) -> list[str]:
@@ -105,7 +99,6 @@ def optimizer_chain(optimizer) -> list[str]:
     return chain
 
 
-@requires_keras_names
 @pytest.mark.parametrize("name", registry.keras_names())
 def test_every_registry_name_works_in_model_compile(name):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
@@ -118,7 +111,6 @@ def test_every_registry_name_works_in_model_compile(name):
     assert optimizer_chain(keras.optimizers.get(name)) == optimizer_chain(model.optimizer)
 
 
-@requires_keras_names
 @pytest.mark.parametrize("name", ["radam", "adabelief", "lookahead_radam", "clipping_adam"])
 def test_an_optimizer_compiled_by_name_trains_like_the_registry_one(name):
     rng = np.random.default_rng(0)
@@ -142,7 +134,6 @@ def test_deeper_compositions_are_the_registry_s_only():
     assert optimizer_chain(model.optimizer) == ["Lookahead", "GradientClipping", "RAdam"]
 
 
-@requires_keras_names
 def test_initializers_by_their_keras_style_name():
     layer = keras.layers.Conv2D(4, 3, kernel_initializer="delta_orthogonal")
     layer.build((None, 8, 8, 4))

@@ -86,6 +86,17 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    they must exist before a worker traces a step); `on_chief(model)` (Keras's own `evaluate` and
    `predict` loops on the chief, with the model's strategy attribute, found by identity, set
    aside for the call); and keras.Model's entry points of item 8.
+
+10. Names. Keras 3.15 looks a string given to `keras.optimizers.get` or
+   `keras.initializers.get` up in its public custom-object registry as well as in its own
+   table; keras-nightly 3.16 looks only in its own table, so `compile(optimizer="radam")`
+   fails there after `import lepton_keras` registers the name. `resolve_names` probes which
+   (a throwaway name registered as a custom object, looked up once: no optimizer or variable
+   is built) and, only where Keras's registry is not consulted, adds the names to Keras's
+   table, found by structure: the dict of classes, in the module defining the `get`, that
+   holds one of Keras's own classes (`keras_name_table`). Where there is no such table, or
+   adding to it does not make the probe resolve, the names stay
+   `lepton_keras.optimizers.get`'s only, with one RuntimeWarning.
 """
 
 from __future__ import annotations
@@ -531,19 +542,114 @@ def take_fit_start_epoch(model, initial_epoch: int) -> int:
 
 def keras_optimizer_names() -> set[str] | None:
     """The strings Keras's own `keras.optimizers.get` takes ("adam", "sgd", ...), or None if
-    this release keeps them where the lookup below cannot see.
+    this release keeps them where `keras_name_table` cannot see.
 
-    Found by structure: the dict of classes, in the module defining `keras.optimizers.get`,
-    that holds `keras.optimizers.Adam`. `lepton_keras.optimizers.registry` registers no other
-    optimizer under these names: Keras lower-cases the class names of its own optimizers
-    when it deserializes them, and would find ours instead.
+    `lepton_keras.optimizers.registry` registers no other optimizer under these names: Keras
+    lower-cases the class names of its own optimizers when it deserializes them, and would
+    find ours instead. Names `resolve_names` added are not Keras's.
     """
-    module = sys.modules.get(getattr(keras.optimizers.get, "__module__", ""), None)
+    table = keras_name_table(keras.optimizers.get, keras.optimizers.Adam)
+    ours = {name for added_to, name in _added_names if added_to is table}
+    return None if table is None else {name.lower() for name in table if name not in ours}
+
+
+# --- names Keras's string lookups resolve (item 10) ---------------------------------------------
+
+_added_names: list = []  # (table, name) for each name `resolve_names` added to a Keras table
+
+
+class _NameFound(Exception):
+    """Raised by `_NameProbe` when Keras builds it: Keras resolved the probe's name."""
+
+
+class _NameProbe:
+    """What the probe registers: building it in any way Keras does raises `_NameFound`."""
+
+    def __new__(cls, *args, **kwargs):
+        raise _NameFound
+
+    @classmethod
+    def from_config(cls, config):
+        raise _NameFound
+
+
+_PROBE_NAME = "lepton_keras_name_probe"
+
+
+def keras_name_table(get_function, keras_class) -> dict | None:
+    """Keras's table of its own names for `get_function`: the dict of classes, in the module that
+    defines it, holding `keras_class` (`keras.optimizers.Adam` for `keras.optimizers.get`); None
+    where there is none."""
+    module = sys.modules.get(getattr(get_function, "__module__", ""), None)
     for value in vars(module).values() if module else ():
-        if (isinstance(value, dict) and keras.optimizers.Adam in value.values()
+        if (isinstance(value, dict) and any(item is keras_class for item in value.values())
                 and all(isinstance(key, str) and isinstance(item, type) for key, item in value.items())):  # fmt: skip
-            return {name.lower() for name in value}
+            return value
     return None
+
+
+def _resolves(get_function, name: str) -> bool:
+    try:
+        get_function(name)
+    except _NameFound:
+        return True
+    except ValueError:
+        return False
+    return False
+
+
+def resolve_names(get_function, keras_class, names: dict) -> str:
+    """Makes `get_function(name)` (Keras's `keras.optimizers.get`, `keras.initializers.get`) build
+    `names[name]()` for every name; returns how: "registry" (Keras consults its custom-object
+    registry, where the caller registered the names: nothing changed), "table" (added to Keras's
+    own table, `keras_name_table(get_function, keras_class)`; names Keras has are kept) or
+    "unavailable" (warned). Idempotent; `remove_added_names(table)` undoes it (`unpatch_keras` does not:
+    the names are installed once, at import, as the custom objects are).
+
+    Each value must be a class that Keras can build with no arguments and with `from_config`.
+    """
+    custom_objects = keras.saving.get_custom_objects()
+    custom_objects[_PROBE_NAME] = _NameProbe
+    try:
+        if _resolves(get_function, _PROBE_NAME):
+            return "registry"
+    finally:
+        del custom_objects[_PROBE_NAME]
+    table = keras_name_table(get_function, keras_class)
+    if table is not None:
+        table[_PROBE_NAME] = _NameProbe
+        try:
+            found = _resolves(get_function, _PROBE_NAME)
+        finally:
+            del table[_PROBE_NAME]
+        if found:
+            with _lock:
+                for name, cls in names.items():
+                    if name not in table:
+                        table[name] = cls
+                        _added_names.append((table, name))
+            return "table"
+    warnings.warn(
+        f"lepton_keras: this Keras ({keras.__version__}) resolves only its own names in "
+        f"{get_function.__module__}.{get_function.__name__}, and lepton_keras found no table to add its names to; "
+        "use lepton_keras.optimizers.get(name) (or the class) instead of a string there",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return "unavailable"
+
+
+def added_names() -> list[str]:
+    """The names `resolve_names` added to Keras's tables."""
+    return sorted(name for _, name in _added_names)
+
+
+def remove_added_names(table: dict) -> None:
+    """Takes the names `resolve_names` added out of `table` (for tests)."""
+    with _lock:
+        for name in [name for added_to, name in _added_names if added_to is table]:
+            table.pop(name, None)
+        _added_names[:] = [(added_to, name) for added_to, name in _added_names if added_to is not table]
 
 
 def optimizer_built_variables(optimizer) -> list:

@@ -26,10 +26,14 @@ fan_out = k_1 ... k_d C_out.
 
 import keras
 
+from lepton_keras.distribute.keras_compat import resolve_names
 from lepton_keras.initializers.delta_orthogonal import DeltaOrthogonal
 from lepton_keras.initializers.lsuv import LSUVLayerReport, kernel_layers, lsuv_initialize, lsuv_scale
 
-# `kernel_initializer="delta_orthogonal"`, as Keras's own initializers go by their snake-case names.
+# `kernel_initializer="delta_orthogonal"`, as Keras's own initializers go by their snake-case names,
+# on every Keras (keras-nightly 3.16 resolves strings only in its own table: keras_compat item 10).
 keras.saving.get_custom_objects().setdefault("delta_orthogonal", DeltaOrthogonal)
+resolve_names(keras.initializers.get, keras.initializers.GlorotUniform,
+              {"delta_orthogonal": DeltaOrthogonal, keras.saving.get_registered_name(DeltaOrthogonal): DeltaOrthogonal})
 
 __all__ = ["DeltaOrthogonal", "LSUVLayerReport", "kernel_layers", "lsuv_initialize", "lsuv_scale"]

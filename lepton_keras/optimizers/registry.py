@@ -204,21 +204,27 @@ def _build(entries: list[RegistryEntry], overrides: dict, full_name: str):
 
 
 class _OptimizerByName:
-    """What Keras finds under a registry name: `from_config(options)` is `get(name, **options)`.
+    """What Keras finds under a registry name: building it, or `from_config(options)`, is `get(name, **options)`.
 
-    Keras looks a string optimizer up in its public custom-object registry and builds it with
-    `from_config`, so `model.compile(optimizer="radam")` and `keras.optimizers.get("radam")`
-    build the registry's optimizer, with the registry's defaults.
+    Keras looks a string optimizer up by name and builds what it finds: with `from_config`
+    from its custom-object registry (Keras 3.15), or by calling it from its own table
+    (keras-nightly 3.16; `keras_compat.resolve_names`). So `model.compile(optimizer="radam")`
+    and `keras.optimizers.get("radam")` build the registry's optimizer, with the registry's
+    defaults. One subclass per name (`_by_name`).
     """
 
-    def __init__(self, name: str):
-        self.name = name
+    name: str
 
-    def from_config(self, config: dict):
-        return get(self.name, **config)
+    def __new__(cls, **options):
+        return get(cls.name, **options)
 
-    def __repr__(self) -> str:
-        return f"<lepton_keras optimizer name {self.name!r}>"
+    @classmethod
+    def from_config(cls, config: dict):
+        return get(cls.name, **config)
+
+
+def _by_name(name: str) -> type:
+    return type(f"OptimizerByName({name})", (_OptimizerByName,), {"name": name})
 
 
 def keras_names() -> list[str]:
@@ -230,19 +236,26 @@ def keras_names() -> list[str]:
     return list(REGISTRY) + [f"{wrapper}_{optimizer}" for wrapper in wrappers for optimizer in optimizers]
 
 
-def register_keras_names() -> None:
-    """Makes every name of `keras_names()` a Keras optimizer identifier (idempotent).
+def register_keras_names() -> str:
+    """Makes every name of `keras_names()`, and each lepton_keras class's registered name
+    ("lepton_keras>RAdam"), a Keras optimizer identifier (idempotent); returns how Keras
+    resolves them (`keras_compat.resolve_names`: "registry", "table" or "unavailable").
 
-    Uses Keras's public registry (`keras.saving.get_custom_objects()`). The names Keras
-    already takes ("adam") stay Keras's (`keras_compat.keras_optimizer_names`); where that
-    list cannot be read, no Keras name is registered. A bare wrapper name ("lookahead")
-    raises get's error.
+    Uses Keras's public registry (`keras.saving.get_custom_objects()`), and Keras's own table
+    where this Keras consults only that (keras-nightly 3.16). The names Keras already takes
+    ("adam") stay Keras's (`keras_compat.keras_optimizer_names`); where that list cannot be
+    read, no Keras name is registered. A bare wrapper name ("lookahead") raises get's error.
     """
-    from lepton_keras.distribute.keras_compat import keras_optimizer_names
+    from lepton_keras.distribute.keras_compat import keras_optimizer_names, resolve_names
 
     keras_takes = keras_optimizer_names()
     custom_objects = keras.saving.get_custom_objects()
+    names = {}
     for name in keras_names():
         if REGISTRY.get(name) and REGISTRY[name].kind is OptimizerKind.KERAS and (keras_takes is None or name in keras_takes):
             continue
-        custom_objects.setdefault(name, _OptimizerByName(name))
+        names[name] = custom_objects.setdefault(name, _by_name(name))
+    for entry in _ENTRIES:
+        if entry.kind is not OptimizerKind.KERAS:
+            names[keras.saving.get_registered_name(entry.cls)] = entry.cls
+    return resolve_names(keras.optimizers.get, keras.optimizers.Adam, names)

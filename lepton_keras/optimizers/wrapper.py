@@ -264,7 +264,9 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        inner = keras.optimizers.deserialize(config.pop("inner_optimizer"), custom_objects=custom_objects)
+        inner = config.pop("inner_optimizer", None)  # None: the constructor names what is missing
+        if inner is not None:
+            inner = keras.optimizers.deserialize(inner, custom_objects=custom_objects)
         return cls(inner, **config)
 
 

@@ -131,3 +131,49 @@ def test_on_chief_sets_the_model_s_strategy_aside_for_the_call():
     with keras_compat.on_chief(model):
         assert model.distribute_strategy is tf.distribute.get_strategy()
     assert model.distribute_strategy is strategy
+
+
+# --- item 10: names in Keras's string lookups ---------------------------------------------------
+
+_TABLE_ONLY = {"GlorotUniform": keras.initializers.GlorotUniform}
+
+
+def table_only_get(identifier):
+    """A lookup as keras-nightly 3.16's `keras.initializers.get` does it: its own table, never the registry."""
+    cls = _TABLE_ONLY.get(identifier)
+    if cls is None:
+        raise ValueError(f"Could not interpret initializer identifier: {identifier}")
+    return cls()
+
+
+def no_table_get(identifier):
+    """A lookup with no table of classes in its module to add names to."""
+    raise ValueError(f"Could not interpret identifier: {identifier}")
+
+
+def test_names_go_into_keras_s_own_table_where_the_registry_is_not_read():
+    from lepton_keras.initializers import DeltaOrthogonal
+
+    try:
+        assert keras_compat.resolve_names(table_only_get, keras.initializers.GlorotUniform,
+                                          {"delta": DeltaOrthogonal, "GlorotUniform": DeltaOrthogonal}) == "table"
+        assert type(table_only_get("delta")) is DeltaOrthogonal
+        assert type(table_only_get("GlorotUniform")) is keras.initializers.GlorotUniform  # Keras's names stay Keras's
+        assert "delta" in keras_compat.added_names() and "lepton_keras_name_probe" not in _TABLE_ONLY
+    finally:
+        keras_compat.remove_added_names(_TABLE_ONLY)
+    assert _TABLE_ONLY == {"GlorotUniform": keras.initializers.GlorotUniform}
+
+
+def test_names_this_keras_cannot_take_warn_once_and_change_nothing():
+    with pytest.warns(RuntimeWarning, match="resolves only its own names.*lepton_keras.optimizers.get"):
+        assert keras_compat.resolve_names(no_table_get, keras.initializers.GlorotUniform, {"delta": object}) == "unavailable"
+    assert "lepton_keras_name_probe" not in keras.saving.get_custom_objects()
+
+
+def test_this_keras_resolves_the_names_from_its_registry_or_its_table():
+    # Keras 3.15 reads the registry (nothing added); keras-nightly 3.16 does not (the names join its table).
+    how = keras_compat.resolve_names(keras.optimizers.get, keras.optimizers.Adam, {})
+    assert how in ("registry", "table")
+    assert ("radam" in keras_compat.added_names()) == (how == "table")
+    assert type(keras.optimizers.get("radam")).__name__ == "RAdam"
