@@ -165,3 +165,28 @@ def check_learning_rate(name: str, value):
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
         return value
     raise invalid(name, value, allowed)
+
+
+# Keras's own optimizer keywords (keras.optimizers.Optimizer.__init__), checked where our optimizers and
+# wrappers receive them: Keras takes NaN, infinities and strings there and fails (or trains to NaN) later.
+_KERAS_OPTIMIZER_CHECKS = {
+    "weight_decay": lambda name, value: check_non_negative(name, value, allow_none=True),
+    "clipnorm": lambda name, value: check_positive(name, value, allow_none=True),
+    "clipvalue": lambda name, value: check_positive(name, value, allow_none=True),
+    "global_clipnorm": lambda name, value: check_positive(name, value, allow_none=True),
+    "use_ema": check_bool,
+    "ema_momentum": lambda name, value: check_unit_interval(name, value, closed_at_one=True),
+    "ema_overwrite_frequency": lambda name, value: check_int(name, value, minimum=1, allow_none=True),
+    "loss_scale_factor": lambda name, value: check_positive(name, value, allow_none=True),
+    "gradient_accumulation_steps": lambda name, value: check_int(name, value, minimum=2, allow_none=True),
+    "name": lambda name, value: check_string(name, value, allow_none=True),
+}
+
+
+def check_keras_optimizer_options(options: dict) -> dict:
+    """Keras's optimizer keywords in `options` (weight_decay, clipnorm, clipvalue, global_clipnorm,
+    use_ema, ema_momentum, ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
+    name) checked as ours are; returns `options` with the checked values. Other keys pass unchanged
+    (Keras names a keyword it does not know)."""
+    return {key: _KERAS_OPTIMIZER_CHECKS[key](key, value) if key in _KERAS_OPTIMIZER_CHECKS else value
+            for key, value in options.items()}  # fmt: skip

@@ -83,12 +83,24 @@ def _method(name):
     return lambda **kwargs: getattr(_cifar10(), name)(**kwargs)
 
 
+# The keywords every optimizer inherits from keras.optimizers.Optimizer (test_every_inherited_keras_keyword_has_bad_values).
+KERAS_OPTIMIZER_KEYWORDS = {
+    "weight_decay": optional(NON_NEGATIVE), "clipnorm": optional(POSITIVE), "clipvalue": optional(POSITIVE),
+    "global_clipnorm": optional(POSITIVE), "use_ema": optional(BOOL), "ema_momentum": UNIT_CLOSED,
+    "ema_overwrite_frequency": optional(COUNT), "loss_scale_factor": optional(POSITIVE),
+    "gradient_accumulation_steps": [1, *optional(COUNT)], "name": [3, ""],
+}
+# A wrapper takes none of Keras's clipping, decay or EMA options (its inner optimizer or another wrapper does).
+WRAPPER_REFUSED = [1.0, 0.5, True, NAN, "1"]
+
+
 def _optimizer(**bad):
-    return {"learning_rate": OPTIMIZER_LEARNING_RATE, "fused_updates": BOOL, **bad}
+    return {"learning_rate": OPTIMIZER_LEARNING_RATE, "fused_updates": BOOL, **KERAS_OPTIMIZER_KEYWORDS, **bad}
 
 
 def _wrapper(**bad):
-    return {"inner_optimizer": [None, 3, 2.5], "fused_updates": BOOL, **bad}
+    refused = {option: WRAPPER_REFUSED for option in ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay", "use_ema")}
+    return {"inner_optimizer": [None, 3, 2.5], "fused_updates": BOOL, **KERAS_OPTIMIZER_KEYWORDS, **refused, **bad}
 
 
 _ADAM_LIKE = {"beta_1": UNIT, "beta_2": UNIT, "epsilon": NON_NEGATIVE}
@@ -117,6 +129,9 @@ ROWS = {
         **_ADAM_LIKE, beta_3=optional(UNIT), d0=POSITIVE, d_coef=POSITIVE, growth_rate=[NAN, 1.0, 0.5, "2", True, None],
         safeguard_warmup=BOOL, bias_correction=BOOL, weight_decay=optional(NON_NEGATIVE),
         decoupled_weight_decay=BOOL)),  # fmt: skip
+    "optimizers.ADOPT": Row(optimizers.ADOPT, _optimizer(**_ADAM_LIKE, clip_exponent=optional(NON_NEGATIVE),
+                                                         weight_decay=optional(NON_NEGATIVE))),
+    "optimizers.Cautious": Row(optimizers.Cautious, _wrapper(), {"inner_optimizer": "sgd"}),
     "optimizers.OptimizerWrapper": Row(optimizers.OptimizerWrapper, _wrapper(), {"inner_optimizer": "sgd"}),
     "optimizers.FusedUpdates": Row(optimizers.FusedUpdates, _wrapper(), {"inner_optimizer": "sgd"}),
     "optimizers.GradientClipping": Row(optimizers.GradientClipping, _wrapper(
@@ -315,6 +330,15 @@ def _public_names():
 def test_every_public_callable_has_a_row():
     missing = [name for name in _public_names() if name not in ROWS and name not in EXEMPT]
     assert not missing, f"public classes or functions without a row in tests/test_validation.py: {missing}"
+
+
+def test_every_inherited_keras_keyword_has_bad_values():
+    keywords = [name for name, parameter in inspect.signature(keras.optimizers.Optimizer.__init__).parameters.items()
+                if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name not in ("self", "learning_rate")]
+    assert set(keywords) <= set(KERAS_OPTIMIZER_KEYWORDS), set(keywords) - set(KERAS_OPTIMIZER_KEYWORDS)
+    for name, row in ROWS.items():
+        if isinstance(row.call, type) and issubclass(row.call, keras.optimizers.Optimizer):
+            assert set(keywords) <= set(row.bad), f"{name} lists no bad values for {set(keywords) - set(row.bad)}"
 
 
 def test_every_row_names_real_arguments():

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from lepton_keras.validation import check_bool, check_learning_rate
+from lepton_keras.validation import check_bool, check_keras_optimizer_options, check_learning_rate
 
 # --- hyperparameter scalars ----------------------------------------------------------------
 
@@ -213,11 +213,13 @@ class LeptonOptimizer(keras.optimizers.Optimizer):
         fused_updates: compile each variable's update with XLA into one kernel that writes
             the variable and its slots in place (default True). False runs the same
             operations one by one (the same numbers within float rounding).
-        **kwargs: Keras's optimizer keywords (weight_decay, clipnorm, ..., name).
+        **kwargs: Keras's optimizer keywords (weight_decay, clipnorm, ..., name), checked here
+            (`lepton_keras.validation.check_keras_optimizer_options`).
     """
 
     def __init__(self, learning_rate, *, fused_updates: bool = True, **kwargs):
-        super().__init__(learning_rate=check_learning_rate("learning_rate", learning_rate), **kwargs)
+        super().__init__(learning_rate=check_learning_rate("learning_rate", learning_rate),
+                         **check_keras_optimizer_options(kwargs))
         self.fused_updates = check_bool("fused_updates", fused_updates)
 
     def update_in_place(self, function, targets, *args, **kwargs):

@@ -103,6 +103,8 @@ _ENTRIES = [
     RegistryEntry("madgrad", f"{_LEPTON}.madgrad:MADGRAD", "momentumized, adaptive, dual-averaged gradient method", OptimizerKind.ELEMENTWISE),
     RegistryEntry("prodigy", f"{_LEPTON}.prodigy:Prodigy", "learning-rate-free Adam that estimates the distance to the solution", OptimizerKind.GLOBAL),
     RegistryEntry("lars", f"{_LEPTON}.lars:LARS", "momentum SGD with a layer-wise trust ratio for large batches", OptimizerKind.LAYERWISE),
+    RegistryEntry("adopt", f"{_LEPTON}.adopt:ADOPT", "Adam normalised by the previous second moment; converges with any beta_2", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("cautious", f"{_LEPTON}.cautious:Cautious", "masks the update where it disagrees in sign with the gradient", OptimizerKind.WRAPPER),
     RegistryEntry("lookahead", f"{_LEPTON}.lookahead:Lookahead", "slow weights that follow k fast steps of any optimizer", OptimizerKind.WRAPPER),
     RegistryEntry("swa", f"{_LEPTON}.weight_averaging:StochasticWeightAveraging", "equal-weight average of the weights along training", OptimizerKind.WRAPPER),
     RegistryEntry("ema", f"{_LEPTON}.weight_averaging:ExponentialMovingAverage", "exponential moving average of the weights", OptimizerKind.WRAPPER),

@@ -38,7 +38,7 @@ from lepton_keras.distribute.keras_compat import (
     optimizer_variable_index,
 )
 from lepton_keras.optimizers import base
-from lepton_keras.validation import check_bool, invalid
+from lepton_keras.validation import check_bool, check_keras_optimizer_options, invalid
 
 _KERAS_OPTIONS_A_WRAPPER_REPLACES = {
     "clipnorm": "GradientClipping(inner, norm=...)",
@@ -101,12 +101,11 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     def __init__(self, inner_optimizer, *, fused_updates: bool = True, name: str | None = None, **kwargs):
         inner = _checked_inner(inner_optimizer)
         for option in ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay", "use_ema"):
-            if kwargs.get(option):
-                raise ValueError(
-                    f"set {option} on the inner optimizer or use a wrapper; received {option}={kwargs[option]!r}"
-                )
+            if kwargs.get(option) not in (None, False):
+                raise invalid(option, kwargs[option], "None on a wrapper: set it on the inner optimizer, or use a "
+                              "wrapper (GradientClipping for clipping, ExponentialMovingAverage for an EMA)")
         fused_updates = check_bool("fused_updates", fused_updates)
-        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        super().__init__(learning_rate=0.0, **check_keras_optimizer_options({"name": name, **kwargs}))
         self.inner_optimizer = inner
         self.fused_updates = fused_updates
 

@@ -3,7 +3,7 @@
 1. matches its float64 NumPy reference over 15 steps of fixed random gradients on several
    shapes, with and without weight decay;
 2. the same weights and optimizer variables with no strategy and MirroredStrategy over 2
-   and 4 CPU replicas (and, for RAdam and LARS, 2 local workers);
+   and 4 CPU replicas (and, for the rows of TWO_WORKER_ROWS, 2 local workers);
 3. a `.keras` save in mid-training, reload and resume equals an uninterrupted run;
 4. reaches the minimum of a quadratic and of the Rosenbrock function, and lowers the loss of
    the tutorial CNN on 256 real CIFAR-10 images;
@@ -24,7 +24,7 @@ from tests.support.harness import (
     TrainingCase,
     max_difference,
     run_case,
-    run_case_on_workers,
+    run_cases_on_workers,
 )
 from tests.support.numerics import apply_steps, error_relative_to_the_displacement, random_problem, relative_error
 from tests.support.optimizer_table import all_specs, regression_model
@@ -193,15 +193,18 @@ def test_every_registered_lepton_optimizer_has_a_table_row():
     assert not missing, f"registered optimizers without a row in the optimizer table: {missing}"
 
 
+# Rows checked on 2 local workers, in one launch: one per kind of update (element-wise, per layer, orthogonalised,
+# preconditioned, schedule-free) and a wrapper.
+TWO_WORKER_ROWS = ["radam", "lars", "adopt", "cautious_adam"]
+
+
 @pytest.mark.multiworker
-@pytest.mark.parametrize("name", ["radam", "lars"])
-def test_same_weights_on_two_workers(name):
-    case = TrainingCase("tests.support.optimizer_table:regression_model", "tests.support.cases:regression_data",
-                        steps=6, global_batch_size=16, model_options={"spec_name": name})
-    single = run_case(case)
-    worker_0, worker_1 = run_case_on_workers(case)
-    assert max_difference(worker_0, worker_1) == 0.0
-    assert max_difference(single, worker_0) < 1e-5
+def test_same_weights_on_two_workers():
+    cases = [TrainingCase("tests.support.optimizer_table:regression_model", "tests.support.cases:regression_data",
+                          steps=6, global_batch_size=16, model_options={"spec_name": name}) for name in TWO_WORKER_ROWS]  # fmt: skip
+    for name, case, (worker_0, worker_1) in zip(TWO_WORKER_ROWS, cases, run_cases_on_workers(cases)):
+        assert max_difference(worker_0, worker_1) == 0.0, name
+        assert max_difference(run_case(case), worker_0) < 1e-5, name
 
 
 @_by_name(TABLE)

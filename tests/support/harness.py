@@ -133,9 +133,18 @@ def launch_workers(module: str, args: list[str], workers: int = 2) -> str:
 
 def run_case_on_workers(case: TrainingCase, workers: int = 2) -> list[TrainingResult]:
     """Trains as `workers` local processes under MultiWorkerMirroredStrategy; one result each."""
+    return run_cases_on_workers([case], workers)[0]
+
+
+def run_cases_on_workers(cases: list[TrainingCase], workers: int = 2) -> list[list[TrainingResult]]:
+    """Trains each case in turn in the same `workers` local processes (one launch); results[case][worker]."""
     with tempfile.TemporaryDirectory() as out_dir:
-        launch_workers("tests.support.harness", ["--case", json.dumps(dataclasses.asdict(case)), "--out", out_dir], workers)
-        return [_load_result(os.path.join(out_dir, f"worker_{index}.npz")) for index in range(workers)]
+        cases_json = json.dumps([dataclasses.asdict(case) for case in cases])
+        launch_workers("tests.support.harness", ["--cases", cases_json, "--out", out_dir], workers)
+        return [
+            [_load_result(os.path.join(out_dir, f"case_{number}_worker_{index}.npz")) for index in range(workers)]
+            for number in range(len(cases))
+        ]
 
 
 def _save_result(result: TrainingResult, path: str) -> None:
@@ -159,14 +168,15 @@ def max_difference(a: TrainingResult, b: TrainingResult) -> float:
 
 def _worker_main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--case", required=True)
+    parser.add_argument("--cases", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     from lepton_keras.distribute import get_strategy, task_info
 
     strategy = get_strategy("multi_worker")
-    result = _train(TrainingCase(**json.loads(args.case)), strategy)
-    _save_result(result, os.path.join(args.out, f"worker_{task_info(strategy).worker_index}.npz"))
+    for number, case in enumerate(json.loads(args.cases)):
+        result = _train(TrainingCase(**case), strategy)
+        _save_result(result, os.path.join(args.out, f"case_{number}_worker_{task_info(strategy).worker_index}.npz"))
 
 
 if __name__ == "__main__":
