@@ -103,10 +103,8 @@ class Cautious(OptimizerWrapper):
 
     def update_inner_copy(self, variable, gradient, learning_rate, *, decay: bool):
         """The inner update of one device's copy, decoupled decay first, then the update masked."""
-        inner = self.inner_optimizer
         if decay:  # outside the mask, as Keras applies it before the step
-            rate = ops.cast(learning_rate, variable.dtype) * ops.cast(inner.weight_decay, variable.dtype)
-            variable.assign(variable - variable * rate)
+            self.decay_inner_copy(variable, learning_rate)
         before = snapshot(variable)
         super().update_inner_copy(variable, gradient, learning_rate, decay=False)
         self.update_in_place(cautious_update, (variable,), before, variable, tf.convert_to_tensor(gradient),

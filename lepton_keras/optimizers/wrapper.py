@@ -215,11 +215,14 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
 
     def update_inner_copy(self, variable, gradient, learning_rate, *, decay: bool):
         """A Keras inner optimizer's update of one device's copy of a variable, decoupled decay first."""
-        inner = self.inner_optimizer
         if decay:
-            rate = ops.cast(learning_rate, variable.dtype) * ops.cast(inner.weight_decay, variable.dtype)
-            variable.assign(variable - variable * rate)
-        inner.update_step(gradient, variable, learning_rate)
+            self.decay_inner_copy(variable, learning_rate)
+        self.inner_optimizer.update_step(gradient, variable, learning_rate)
+
+    def decay_inner_copy(self, variable, learning_rate):
+        """Keras's decoupled weight decay of the inner optimizer on one device's copy: w -= lr * weight_decay * w."""
+        rate = ops.cast(learning_rate, variable.dtype) * ops.cast(self.inner_optimizer.weight_decay, variable.dtype)
+        variable.assign(variable - variable * rate)
 
     def slots_of(self, slots, variables):
         """The entries of `slots` (one per variable this optimizer was built with) for `variables`."""
