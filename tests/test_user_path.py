@@ -107,8 +107,25 @@ def test_every_registry_name_works_in_model_compile(name):
             model.compile(optimizer=name, loss="mse")
         return
     model.compile(optimizer=name, loss="mse")
-    assert optimizer_chain(model.optimizer) == optimizer_chain(lepton_keras.optimizers.get(name))
+    if name in KERAS_OWN_NAMES:  # Keras's names stay Keras's: "muon" is keras.optimizers.Muon there
+        assert type(model.optimizer) is getattr(keras.optimizers, type(model.optimizer).__name__)
+    else:
+        assert optimizer_chain(model.optimizer) == optimizer_chain(lepton_keras.optimizers.get(name))
     assert optimizer_chain(keras.optimizers.get(name)) == optimizer_chain(model.optimizer)
+
+
+KERAS_OWN_NAMES = {"muon", *(name for name, entry in registry.REGISTRY.items() if entry.kind == "keras")}
+
+
+def test_a_name_keras_has_stays_keras_s_and_a_saved_keras_optimizer_loads_as_keras_s(tmp_path):
+    assert "muon" in registry.REGISTRY and type(lepton_keras.optimizers.get("muon")) is lepton_keras.optimizers.Muon
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="muon", loss="mse")
+    assert type(model.optimizer) is keras.optimizers.Muon
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    model.save(tmp_path / "keras_muon.keras")
+    assert type(keras.saving.load_model(tmp_path / "keras_muon.keras").optimizer) is keras.optimizers.Muon
+    assert type(keras.optimizers.get("lookahead_muon").inner_optimizer) is lepton_keras.optimizers.Muon
 
 
 @pytest.mark.parametrize("name", ["radam", "adabelief", "lookahead_radam", "clipping_adam"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 from typing import Callable
 
@@ -74,6 +75,17 @@ def _dataset():
     return tf.data.Dataset.from_tensor_slices((np.ones((8, 4), np.float32), np.ones((8, 2), np.float32))).batch(4)
 
 
+A_FILE = os.path.abspath(__file__)  # a directory argument that names a file, or a path under one
+NOT_DIRECTORIES = [A_FILE, os.path.join(A_FILE, "below")]
+
+
+@functools.cache
+def _inputs_only():
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(np.ones((8, 4), np.float32)).batch(4)
+
+
 @functools.cache
 def _cifar10():
     return data.load_cifar10("sample", train_limit=64, validation_limit=32)
@@ -105,7 +117,7 @@ def _wrapper(**bad):
 
 _ADAM_LIKE = {"beta_1": UNIT, "beta_2": UNIT, "epsilon": NON_NEGATIVE}
 _FINDER = {"min_learning_rate": LEARNING_RATE, "max_learning_rate": LEARNING_RATE, "steps": COUNT, "mode": CHOICE,
-           "smoothing": UNIT, "divergence_factor": optional(POSITIVE), "output_dir": [3]}  # fmt: skip
+           "smoothing": UNIT, "divergence_factor": optional(POSITIVE), "output_dir": [3, *NOT_DIRECTORIES]}  # fmt: skip
 
 ROWS = {
     # optimizers (lepton_keras/optimizers)
@@ -129,9 +141,29 @@ ROWS = {
         **_ADAM_LIKE, beta_3=optional(UNIT), d0=POSITIVE, d_coef=POSITIVE, growth_rate=[NAN, 1.0, 0.5, "2", True, None],
         safeguard_warmup=BOOL, bias_correction=BOOL, weight_decay=optional(NON_NEGATIVE),
         decoupled_weight_decay=BOOL)),  # fmt: skip
+    "optimizers.SOAP": Row(optimizers.SOAP, _optimizer(
+        **_ADAM_LIKE, shampoo_beta=optional(UNIT), weight_decay=optional(NON_NEGATIVE), precondition_frequency=COUNT,
+        max_precond_dim=COUNT, merge_dims=BOOL, precondition_1d=BOOL, normalize_grads=BOOL, correct_bias=BOOL)),  # fmt: skip
+    "optimizers.ScheduleFreeAdamW": Row(optimizers.ScheduleFreeAdamW, _optimizer(
+        beta_1=[0.0, *UNIT], beta_2=UNIT, epsilon=NON_NEGATIVE, weight_decay=optional(NON_NEGATIVE),
+        warmup_steps=NON_NEGATIVE_COUNT, r=NON_NEGATIVE, weight_lr_power=NON_NEGATIVE)),  # fmt: skip
+    "optimizers.ScheduleFreeSGD": Row(optimizers.ScheduleFreeSGD, _optimizer(
+        momentum=[0.0, *UNIT], weight_decay=optional(NON_NEGATIVE), warmup_steps=NON_NEGATIVE_COUNT, r=NON_NEGATIVE,
+        weight_lr_power=NON_NEGATIVE)),  # fmt: skip
+    "callbacks.ScheduleFreeEvaluation": Row(callbacks.ScheduleFreeEvaluation, {"batch_norm_data": [3, 2.5],
+                                                                               "batch_norm_steps": optional(COUNT)}),
+    "callbacks.schedule_free_eval": Row(lambda **kwargs: callbacks.schedule_free_eval(**kwargs).__enter__(), {
+        "model": MODEL, "batch_norm_data": [3], "batch_norm_steps": optional(COUNT), "optimizer": [3, "adam"]},
+        {"model": _model()}),  # fmt: skip
     "optimizers.ADOPT": Row(optimizers.ADOPT, _optimizer(**_ADAM_LIKE, clip_exponent=optional(NON_NEGATIVE),
                                                          weight_decay=optional(NON_NEGATIVE))),
     "optimizers.Cautious": Row(optimizers.Cautious, _wrapper(), {"inner_optimizer": "sgd"}),
+    "optimizers.Muon": Row(optimizers.Muon, _optimizer(
+        momentum=UNIT, nesterov=BOOL, ns_steps=COUNT, ns_coefficients=[(1.0, 2.0), [1.0, NAN, 2.0], "abc", None],
+        epsilon=NON_NEGATIVE, adjust_learning_rate=CHOICE, weight_decay=optional(NON_NEGATIVE), flatten_kernels=BOOL,
+        exclude_layers=["head", [""], [3], 3], exclude_embeddings=BOOL, adamw_learning_rate=OPTIMIZER_LEARNING_RATE,
+        adamw_beta_1=UNIT, adamw_beta_2=UNIT, adamw_epsilon=NON_NEGATIVE, adamw_weight_decay=optional(NON_NEGATIVE),
+        split_orthogonalization=BOOL)),  # fmt: skip
     "optimizers.OptimizerWrapper": Row(optimizers.OptimizerWrapper, _wrapper(), {"inner_optimizer": "sgd"}),
     "optimizers.FusedUpdates": Row(optimizers.FusedUpdates, _wrapper(), {"inner_optimizer": "sgd"}),
     "optimizers.GradientClipping": Row(optimizers.GradientClipping, _wrapper(
@@ -157,7 +189,8 @@ ROWS = {
                                   {"learning_rate": OPTIMIZER_LEARNING_RATE, "sync_period": COUNT}),
     "optimizers.list_optimizers": Row(optimizers.list_optimizers, {"pattern": STRING, "kind": optional(CHOICE)}),
     "optimizers.recompute_batch_norm_statistics": Row(optimizers.recompute_batch_norm_statistics,
-                                                      {"steps": optional(COUNT), "model": MODEL},
+                                                      {"steps": optional(COUNT), "model": MODEL,
+                                                       "dataset": [None, 3, "x", np.ones((4, 4), np.float32)]},
                                                       {"model": _model(), "dataset": _dataset()}),
     # layers
     "layers.DropBlock2D": Row(layers.DropBlock2D, {"rate": UNIT, "block_size": COUNT, "seed": SEED,
@@ -173,9 +206,9 @@ ROWS = {
     "initializers.DeltaOrthogonal": Row(initializers.DeltaOrthogonal, {"gain": POSITIVE, "seed": SEED}),
     "initializers.lsuv_initialize": Row(initializers.lsuv_initialize, {
         "model": MODEL, "target_variance": POSITIVE, "tolerance": POSITIVE, "max_iterations": COUNT,
-        "orthogonal_start": BOOL, "seed": SEED, "strategy": STRATEGY},
+        "orthogonal_start": BOOL, "seed": SEED, "strategy": STRATEGY, "batch": [None, 3, "x", np.zeros((0, 4), np.float32)]},
         {"model": _model(), "batch": np.ones((8, 4), np.float32)}),  # fmt: skip
-    "initializers.lsuv_scale": Row(initializers.lsuv_scale, {"variance": NON_NEGATIVE, "target_variance": POSITIVE},
+    "initializers.lsuv_scale": Row(initializers.lsuv_scale, {"variance": POSITIVE, "target_variance": POSITIVE},
                                    {"variance": 1.0}),
     "initializers.kernel_layers": Row(initializers.kernel_layers, {"model": MODEL}),
     # schedules (their owner adds the checks)
@@ -205,14 +238,15 @@ ROWS = {
     "callbacks.ChiefModelCheckpoint": Row(callbacks.ChiefModelCheckpoint, {"filepath": STRING, "strategy": STRATEGY},
                                           {"filepath": "model.keras"}),
     "callbacks.WorkerBackupAndRestore": Row(callbacks.WorkerBackupAndRestore, {
-        "backup_dir": STRING, "save_freq": [2.5, 0, -1, True, "often"], "delete_checkpoint": BOOL,
+        "backup_dir": [*STRING, *NOT_DIRECTORIES], "save_freq": [2.5, 0, -1, True, "often"], "delete_checkpoint": BOOL,
         "strategy": STRATEGY}, {"backup_dir": "backup"}),  # fmt: skip
     "callbacks.CycleMomentum": Row(callbacks.CycleMomentum, {"schedule": [None, 3, "cosine"]}),
     "callbacks.DivergenceGuard": Row(callbacks.DivergenceGuard, {
         "spike_factor": [NAN, -1.0, 0.0, "10", True], "window": COUNT, "lr_factor": [NAN, INF, -0.5, 0.0, 1.5, "0.5",
         True, None], "max_attempts": NON_NEGATIVE_COUNT, "check_every": COUNT, "snapshot_every": COUNT}),  # fmt: skip
     "callbacks.LearningRateFinder": Row(callbacks.LearningRateFinder, _FINDER),
-    "callbacks.find_learning_rate": Row(callbacks.find_learning_rate, {"model": MODEL, **_FINDER},
+    "callbacks.find_learning_rate": Row(callbacks.find_learning_rate, {"model": MODEL, **_FINDER,
+                                                                       "dataset": [None, 3, _inputs_only()]},
                                         {"model": _model(), "dataset": _dataset()}),
     "callbacks.LearningRateMonitor": Row(callbacks.LearningRateMonitor, {"log_momentum": BOOL}),
     "callbacks.LearningRateWarmup": Row(callbacks.LearningRateWarmup, {

@@ -9,6 +9,7 @@ from lepton_keras.callbacks.divergence_guard import DivergenceGuard
 from lepton_keras.callbacks.lr_finder import LearningRateFinder, find_learning_rate
 from lepton_keras.callbacks.monitor import LearningRateMonitor
 from lepton_keras.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
+from lepton_keras.callbacks.schedule_free import ScheduleFreeEvaluation, schedule_free_eval
 from lepton_keras.callbacks.time_stopping import TimeStopping
 from lepton_keras.callbacks.warmup import LearningRateWarmup
 from lepton_keras.callbacks.weight_averaging import AverageWeightsForEvaluation
@@ -22,7 +23,9 @@ __all__ = [
     "LearningRateMonitor",
     "LearningRateWarmup",
     "ReduceLROnPlateau",
+    "ScheduleFreeEvaluation",
     "TimeStopping",
     "WorkerBackupAndRestore",
     "find_learning_rate",
+    "schedule_free_eval",
 ]

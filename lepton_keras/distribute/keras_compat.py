@@ -97,6 +97,18 @@ off only that fix, with one RuntimeWarning naming it; the package imports and wo
    holds one of Keras's own classes (`keras_name_table`). Where there is no such table, or
    adding to it does not make the probe resolve, the names stay
    `lepton_keras.optimizers.get`'s only, with one RuntimeWarning.
+
+11. Keras's own `keras.optimizers.ScheduleFreeAdamW` (3.15, 3.16) has two defects, each fixed
+   where its probe shows it (`fix_keras_schedule_free`, run at the first build of one, in a
+   thread of its own: outside the caller's trace and strategy).
+   `schedule_free_start_of_z`: its `build` sets z to the weights with an assignment that
+   is lost when `fit` builds the optimizer inside the traced step (no strategy), so z starts
+   at 0 and one step sets the weights to about -lr sign(g), while a MirroredStrategy build
+   (eager) keeps the start; the fix sets z eagerly (`tf.init_scope`).
+   `schedule_free_x_from_the_old_z`: its `update_step` recovers x_{t-1} from y and the z of
+   step t (`momentum.value` is the live variable, read after z's update), not z_{t-1}; the
+   fix takes a copy first. `keras_schedule_free_z` gives lepton_keras's evaluation switch
+   (lepton_keras.callbacks.ScheduleFreeEvaluation) the slot z, which Keras keeps private.
 """
 
 from __future__ import annotations
@@ -762,3 +774,143 @@ def on_chief(model):
     finally:
         for name in names:
             object.__setattr__(model, name, strategy)
+
+
+# --- Keras's ScheduleFreeAdamW (item 11) ------------------------------------------------------
+
+# Keras's own Schedule-Free AdamW (Keras >= 3.12); absent, both fixes are off (nothing to fix).
+_KERAS_SCHEDULE_FREE = getattr(keras.optimizers, "ScheduleFreeAdamW", None)
+_SCHEDULE_FREE_OWNERS = [_KERAS_SCHEDULE_FREE] if _KERAS_SCHEDULE_FREE is not None else []
+_SCHEDULE_FREE_BUILD = PatchTarget("ScheduleFreeAdamW's build", _SCHEDULE_FREE_OWNERS, ("self", "var_list"))
+_SCHEDULE_FREE_UPDATE = PatchTarget("ScheduleFreeAdamW's update step", _SCHEDULE_FREE_OWNERS,
+                                    ("self", "gradient", "variable", "learning_rate"))  # fmt: skip
+_PATCH_TARGETS["schedule_free_start_of_z"] = _SCHEDULE_FREE_BUILD
+_PATCH_TARGETS["schedule_free_x_from_the_old_z"] = _SCHEDULE_FREE_UPDATE
+
+
+def is_keras_schedule_free(optimizer) -> bool:
+    """Whether `optimizer` is Keras's own `keras.optimizers.ScheduleFreeAdamW`."""
+    return _KERAS_SCHEDULE_FREE is not None and isinstance(optimizer, _KERAS_SCHEDULE_FREE)
+
+
+def keras_schedule_free_z(optimizer, variable):
+    """The z of `variable` in Keras's ScheduleFreeAdamW (its slot "momentum"); KeyError for another variable."""
+    return optimizer._momentums[optimizer._get_variable_index(variable)]
+
+
+def schedule_free_start_is_lost() -> bool:
+    """True when Keras's ScheduleFreeAdamW, built inside a traced step (as `fit` builds it without a
+    strategy), starts z at 0 instead of the weights: one step from w = 1 with g = 1 and lr = 0.5
+    gives -0.5 instead of 0.5 (c_1 = 1, so y_1 = z_1)."""
+    variable = keras.Variable([1.0])
+    optimizer = _KERAS_SCHEDULE_FREE(learning_rate=0.5)
+
+    @tf.function
+    def step():
+        optimizer.apply([tf.constant([1.0])], [variable])
+
+    step()
+    return abs(float(variable.numpy()[0]) - 0.5) > 1e-3
+
+
+def schedule_free_reads_the_new_z() -> bool:
+    """True when Keras's ScheduleFreeAdamW recovers x_{t-1} = (y_{t-1} - (1 - beta_1) z) / beta_1 from the
+    z of step t, not t - 1: two steps from w = 1 with g = 1, lr = 0.25, beta_1 = 0.5 and epsilon = 0
+    give 0.625 instead of 0.5625 (z_2 = 0.5, x_2 = (x_1 + z_2) / 2 = 0.625, y_2 = (z_2 + x_2) / 2)."""
+    variable = keras.Variable([1.0])
+    optimizer = _KERAS_SCHEDULE_FREE(learning_rate=0.25, beta_1=0.5, epsilon=0.0)
+    optimizer.build([variable])  # eagerly: z starts at the weights
+    for _ in range(2):
+        optimizer.apply([tf.constant([1.0])], [variable])
+    return abs(float(variable.numpy()[0]) - 0.5625) > 1e-3
+
+
+def _schedule_free_build_keeping_the_start(self, var_list):
+    """Keras's ScheduleFreeAdamW.build, then z set to the weights outside any trace (`tf.init_scope`):
+    an assignment inside the trace `fit` builds in is not part of the step function Keras keeps."""
+    built = self.built
+    _SCHEDULE_FREE_BUILD.original(self, var_list)
+    if built:
+        return
+    with tf.init_scope():
+        for z, variable in zip(self._momentums, var_list):
+            if z is not None:
+                z.assign(variable)
+
+
+def _schedule_free_update_from_the_old_z(self, gradient, variable, learning_rate):
+    """Keras's ScheduleFreeAdamW.update_step, with x_{t-1} recovered from y_{t-1} and z_{t-1} (a copy
+    taken before z's update; Keras reads the live variable after it). Keras's other choices stay:
+    the warm-up, c_t = 1 / t, epsilon outside the root."""
+    dtype = variable.dtype
+    step = keras.ops.cast(self.iterations + 1, dtype)
+    lr = keras.ops.cast(learning_rate, dtype)
+    if self.warmup_steps > 0:
+        lr = lr * keras.ops.minimum(step / keras.ops.cast(self.warmup_steps, dtype), 1.0)
+    gradient = keras.ops.cast(gradient, dtype)
+    beta_1, beta_2, epsilon = (keras.ops.cast(value, dtype) for value in (self.beta_1, self.beta_2, self.epsilon))
+    index = self._get_variable_index(variable)
+    z, v = self._momentums[index], self._velocities[index]
+    z_old, y_old = tf.convert_to_tensor(z.value), tf.convert_to_tensor(variable)  # values, not the variables
+    self.assign_add(v, (keras.ops.square(gradient) - v) * (1 - beta_2))
+    self.assign_sub(z, lr * gradient / (keras.ops.sqrt(v / (1 - keras.ops.power(beta_2, step))) + epsilon))
+    weight = 1.0 / step
+    x_old = (y_old - (1 - beta_1) * z_old) / beta_1
+    x_new = (1 - weight) * x_old + weight * z
+    self.assign(variable, (1 - beta_1) * z + beta_1 * x_new)
+
+
+def _in_a_fresh_thread(function):
+    """`function()` run in a new thread: eagerly, outside any trace and strategy scope (both are per thread)."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(function()))
+    thread.start()
+    thread.join()
+    if not results:
+        raise RuntimeError(f"lepton_keras: the probe {function.__name__} failed; its error is printed above")
+    return results[0]
+
+
+def fix_keras_schedule_free() -> list[str]:
+    """Fixes Keras's `keras.optimizers.ScheduleFreeAdamW` where probes show its defects (item 11); returns
+    the names of those fixes now active.
+
+    Runs when such an optimizer is first built (`_probe_at_first_build`, installed when
+    lepton_keras is imported: probing then would start TensorFlow's runtime before the
+    program configures its devices); call it to fix Keras at once. Idempotent; `unpatch_keras`
+    undoes it. A release without the optimizer has nothing to fix; one whose optimizer lacks
+    the function a fix replaces switches that fix off with one RuntimeWarning.
+    """
+    fixes = (
+        ("schedule_free_start_of_z", _schedule_free_build_keeping_the_start, schedule_free_start_is_lost),
+        ("schedule_free_x_from_the_old_z", _schedule_free_update_from_the_old_z, schedule_free_reads_the_new_z),
+    )
+    if _KERAS_SCHEDULE_FREE is None:
+        return []
+    with _lock:
+        if _SCHEDULE_FREE_BUILD.current is _probe_at_first_build:
+            _SCHEDULE_FREE_BUILD.restore()
+        for fix, replacement, is_broken in fixes:
+            target = _PATCH_TARGETS[fix]
+            if target.missing:
+                _warn_missing(fix, target, what="the ScheduleFreeAdamW fix",
+                              why="keras.optimizers.ScheduleFreeAdamW keeps that defect")  # fmt: skip
+            elif target.current is target.original and _in_a_fresh_thread(is_broken):
+                target.replace(replacement)
+        return [fix for fix, _, _ in fixes if _PATCH_TARGETS[fix].current is not _PATCH_TARGETS[fix].original]
+
+
+def _probe_at_first_build(self, var_list):
+    """Keras's ScheduleFreeAdamW.build until the first call: probes, fixes, then builds with the fixed build."""
+    fix_keras_schedule_free()
+    return _SCHEDULE_FREE_BUILD.current(self, var_list)
+
+
+def probe_keras_schedule_free_at_first_build() -> None:
+    """Makes the first build of a Keras ScheduleFreeAdamW run `fix_keras_schedule_free` (idempotent)."""
+    with _lock:
+        if _SCHEDULE_FREE_BUILD.owner is not None and _SCHEDULE_FREE_BUILD.current is _SCHEDULE_FREE_BUILD.original:
+            _SCHEDULE_FREE_BUILD.replace(_probe_at_first_build)
+
+
+probe_keras_schedule_free_at_first_build()

@@ -103,6 +103,10 @@ _ENTRIES = [
     RegistryEntry("madgrad", f"{_LEPTON}.madgrad:MADGRAD", "momentumized, adaptive, dual-averaged gradient method", OptimizerKind.ELEMENTWISE),
     RegistryEntry("prodigy", f"{_LEPTON}.prodigy:Prodigy", "learning-rate-free Adam that estimates the distance to the solution", OptimizerKind.GLOBAL),
     RegistryEntry("lars", f"{_LEPTON}.lars:LARS", "momentum SGD with a layer-wise trust ratio for large batches", OptimizerKind.LAYERWISE),
+    RegistryEntry("soap", f"{_LEPTON}.soap:SOAP", "Adam in the eigenbasis of Shampoo's preconditioner", OptimizerKind.LAYERWISE),
+    RegistryEntry("muon", f"{_LEPTON}.muon:Muon", "Nesterov momentum orthogonalised by Newton-Schulz for matrices, AdamW for the rest", OptimizerKind.LAYERWISE),
+    RegistryEntry("schedule_free_adamw", f"{_LEPTON}.schedule_free:ScheduleFreeAdamW", "AdamW without a schedule: steps on z, evaluated at their running average", OptimizerKind.ELEMENTWISE),
+    RegistryEntry("schedule_free_sgd", f"{_LEPTON}.schedule_free:ScheduleFreeSGD", "SGD without a schedule: steps on z, evaluated at their running average", OptimizerKind.ELEMENTWISE),
     RegistryEntry("adopt", f"{_LEPTON}.adopt:ADOPT", "Adam normalised by the previous second moment; converges with any beta_2", OptimizerKind.ELEMENTWISE),
     RegistryEntry("cautious", f"{_LEPTON}.cautious:Cautious", "masks the update where it disagrees in sign with the gradient", OptimizerKind.WRAPPER),
     RegistryEntry("lookahead", f"{_LEPTON}.lookahead:Lookahead", "slow weights that follow k fast steps of any optimizer", OptimizerKind.WRAPPER),
@@ -245,18 +249,23 @@ def register_keras_names() -> str:
 
     Uses Keras's public registry (`keras.saving.get_custom_objects()`), and Keras's own table
     where this Keras consults only that (keras-nightly 3.16). The names Keras already takes
-    ("adam") stay Keras's (`keras_compat.keras_optimizer_names`); where that list cannot be
-    read, no Keras name is registered. A bare wrapper name ("lookahead") raises get's error.
+    stay Keras's (`keras_compat.keras_optimizer_names`, else its class names lower-cased):
+    `compile(optimizer="muon")` is `keras.optimizers.Muon`, as Keras documents, and a saved
+    Keras optimizer loads as Keras's (Keras looks its own classes up by lower-cased name, and
+    would find a registered "muon" first); `lepton_keras.optimizers.get("muon")`, the class
+    and composed names ("lookahead_muon") are ours. A bare wrapper name ("lookahead") raises
+    get's error.
     """
     from lepton_keras.distribute.keras_compat import keras_optimizer_names, resolve_names
 
     keras_takes = keras_optimizer_names()
+    if keras_takes is None:
+        keras_takes = {name.lower() for name in dir(keras.optimizers)}
     custom_objects = keras.saving.get_custom_objects()
     names = {}
     for name in keras_names():
-        if REGISTRY.get(name) and REGISTRY[name].kind is OptimizerKind.KERAS and (keras_takes is None or name in keras_takes):
-            continue
-        names[name] = custom_objects.setdefault(name, _by_name(name))
+        if name not in keras_takes:
+            names[name] = custom_objects.setdefault(name, _by_name(name))
     for entry in _ENTRIES:
         if entry.kind is not OptimizerKind.KERAS:
             names[keras.saving.get_registered_name(entry.cls)] = entry.cls

@@ -29,6 +29,7 @@ def test_single_worker_strategies_are_not_patched():
 
 
 def test_patched_functions_leave_single_worker_training_unchanged(monkeypatch):
+    keras_compat.unpatch_keras()  # `import lepton_keras` installs the ScheduleFreeAdamW build probe (item 11)
     reference = run_case(CASE, replicas=2)
     build, reduce = keras_compat._SYMBOLIC_BUILD, keras_compat._REDUCE_PER_REPLICA
     monkeypatch.setattr(build.owner, build.attribute, keras_compat._symbolic_build_from_local_batch)

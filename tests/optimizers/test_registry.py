@@ -149,4 +149,4 @@ def test_the_package_exports_exactly_the_registered_classes_and_a_few_others():
                                  "OptimizerWrapper": optimizers.OptimizerWrapper}  # fmt: skip
     others = {"SharpnessAwareModel", "get", "list_optimizers", "recompute_batch_norm_statistics"}
     assert set(exported) - set(optimizer_classes) == others
-    assert optimizers.__all__ == sorted(optimizers.__all__) and len(registered) == 17
+    assert optimizers.__all__ == sorted(optimizers.__all__) and len(registered) == 23

@@ -32,6 +32,9 @@ class OptimizerSpec:
         tolerance: largest allowed difference from the reference (relative to max(1, |x|)).
         float64_options: everyday hyperparameters (decimals such as 0.999 that float32 cannot
             represent) for the match with float64 variables to 1e-7, or None (no such match).
+        state_tolerance: largest difference of the weights and optimizer variables together between
+            1 device and 2 or 4 replicas (the weights alone must agree to 1e-5); larger only for state
+            that float32 determines less well than the weights (SOAP's eigenvectors).
     """
 
     name: str
@@ -44,6 +47,7 @@ class OptimizerSpec:
     tolerance: float = 1e-6
     cnn_overrides: dict | None = None
     float64_options: dict | None = None
+    state_tolerance: float = 1e-5
 
     @property
     def cnn_options(self) -> dict:

@@ -55,3 +55,38 @@ def regression_model(spec_name: str, jit_compile: bool = False):
     )
     model.compile(optimizer=spec.make(**spec.options), loss="mse", jit_compile=jit_compile)
     return model
+
+
+def keras_optimizer_classes() -> list[str]:
+    """The names of every optimizer class this Keras exports (`keras.optimizers.<Name>`), but the
+    base class and the loss-scaling wrapper: what a new Keras release adds joins the checks."""
+    import inspect
+
+    import keras
+
+    skipped = (keras.optimizers.Optimizer, keras.optimizers.LossScaleOptimizer)
+    return sorted(
+        name for name, value in vars(keras.optimizers).items()
+        if inspect.isclass(value) and issubclass(value, keras.optimizers.Optimizer) and value not in skipped
+    )  # fmt: skip
+
+
+def keras_optimizer_model(class_name: str):
+    """The regression network of `regression_model`, compiled with Keras's `class_name` optimizer at its defaults
+    but a learning rate of 0.01. A class without a learning rate holds other optimizers (MultiOptimizer): Adam
+    for the kernels, SGD for the biases."""
+    import inspect
+
+    import keras
+
+    cls = getattr(keras.optimizers, class_name)
+    if "learning_rate" in inspect.signature(cls).parameters:
+        optimizer = cls(learning_rate=0.01)
+    else:
+        adam, sgd = keras.optimizers.Adam(0.01), keras.optimizers.SGD(0.01)
+        optimizer = cls(lambda variable: adam if variable.path.endswith("kernel") else sgd)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)]
+    )
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
