@@ -138,6 +138,23 @@ def check_path(name: str, value) -> str:
     return os.fspath(value)
 
 
+def check_directory(name: str, value, *, allow_none: bool = False) -> str | None:
+    """A path a directory can be at: a directory, or nothing yet under an existing directory
+    (it is created when first written), never a file; None passes with `allow_none`."""
+    if value is None and allow_none:
+        return None
+    allowed = "a directory path (an existing directory, or one that can be created)" + (" or None" if allow_none else "")
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise invalid(name, value, allowed)
+    path = os.fspath(value)
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise invalid(name, value, f"{allowed}; {existing!r} is a file")
+    return path
+
+
 def check_strategy(name: str, value, *, allow_none: bool = True):
     """A `tf.distribute.Strategy` (or None). Imports no TensorFlow: without it, nothing is one."""
     if value is None and allow_none:

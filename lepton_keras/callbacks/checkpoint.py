@@ -107,6 +107,16 @@ def _check_checkpoint_options(options: dict) -> None:
         validation.check_number("initial_value_threshold", options["initial_value_threshold"], allow_none=True)
 
 
+def _check_monitor_is_logged(monitor: str, logs: dict) -> None:
+    """Refuses a `monitor` that is neither a logged metric nor its validation form ("val_" + a metric): Keras
+    would fail at the first epoch's end (it looks the metric up to know whether it should fall or rise)."""
+    metric = monitor[len("val_"):] if monitor.startswith("val_") else monitor
+    if metric not in logs:
+        logged = sorted(logs)
+        raise validation.invalid("monitor", monitor, f"a metric the model logs ({logged}) or its validation form "
+                                 f"({['val_' + name for name in logged]})")
+
+
 @keras.saving.register_keras_serializable(package="lepton_keras")
 class ChiefModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`keras.callbacks.ModelCheckpoint` that only the chief writes to `filepath`.
@@ -139,6 +149,13 @@ class ChiefModelCheckpoint(keras.callbacks.ModelCheckpoint):
         self._strategy = validation.check_strategy("strategy", strategy)
         self._options = dict(kwargs)
         self._scratch_dir = None
+        self._monitor_checked = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._monitor_checked and logs:  # the first logs name every metric the model has
+            self._monitor_checked = True
+            _check_monitor_is_logged(self.monitor, logs)
+        super().on_train_batch_end(batch, logs)
 
     def on_train_begin(self, logs=None):
         info = task_info(self._strategy or self.model.distribute_strategy)
@@ -223,7 +240,7 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, *, strategy=None):
-        backup_dir = validation.check_path("backup_dir", backup_dir)
+        backup_dir = validation.check_directory("backup_dir", backup_dir)
         save_freq = _check_save_freq(save_freq)
         delete_checkpoint = validation.check_bool("delete_checkpoint", delete_checkpoint)
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint)

@@ -12,11 +12,20 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from lepton_keras.callbacks.divergence_guard import Snapshot
 from lepton_keras.callbacks.learning_rate import ensure_scalable, learning_rate_schedule, set_learning_rate
 from lepton_keras.distribute.cluster import is_chief
-from lepton_keras.validation import check_choice, check_int, check_number, check_positive, check_unit_interval, invalid
+from lepton_keras.validation import (
+    check_choice,
+    check_directory,
+    check_int,
+    check_number,
+    check_positive,
+    check_unit_interval,
+    invalid,
+)
 
 MODES = ("exponential", "linear")
 # "minimum" first, the default: on the tutorial CNN (4,000 real CIFAR-10 images, Adam, one
@@ -184,9 +193,7 @@ class LearningRateFinder(keras.callbacks.Callback):
         self.smoothing = check_unit_interval("smoothing", smoothing)
         self.divergence_factor = check_number("divergence_factor", divergence_factor, lambda x: x > 1.0,
                                               "a finite number > 1", allow_none=True)
-        if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
-            raise invalid("output_dir", output_dir, "a path or None")
-        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.output_dir = check_directory("output_dir", output_dir, allow_none=True)
         self._sweep = sweep_learning_rates(self.min_learning_rate, self.max_learning_rate, self.steps, self.mode)
         self._reset()
 
@@ -364,6 +371,16 @@ class LearningRateFinder(keras.callbacks.Callback):
         return cls(**config)
 
 
+def _check_labelled_dataset(dataset) -> None:
+    """A batched tf.data.Dataset or distributed dataset of (inputs, labels[, sample weights]): the range test needs a loss."""
+    if not isinstance(dataset, (tf.data.Dataset, tf.distribute.DistributedDataset)):
+        raise invalid("dataset", dataset, "a batched tf.data.Dataset or a distributed dataset")
+    spec = dataset.element_spec
+    if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+        raise invalid("dataset", f"a dataset of elements {spec}",
+                      "a dataset of (inputs, labels) or (inputs, labels, sample_weights): the range test needs a loss")
+
+
 def find_learning_rate(model: keras.Model, dataset, *, min_learning_rate: float = 1e-7,
                        max_learning_rate: float = 10.0, steps: int = 100, mode: str = "exponential",
                        smoothing: float = 0.98, divergence_factor: float | None = 4.0,
@@ -384,8 +401,7 @@ def find_learning_rate(model: keras.Model, dataset, *, min_learning_rate: float 
     """
     if not isinstance(model, keras.Model) or not model.compiled:
         raise invalid("model", model, "a compiled keras.Model")
-    if dataset is None:
-        raise invalid("dataset", dataset, "a batched tf.data.Dataset or a distributed dataset")
+    _check_labelled_dataset(dataset)
     finder = LearningRateFinder(
         min_learning_rate, max_learning_rate, steps, mode=mode, smoothing=smoothing,
         divergence_factor=divergence_factor, output_dir=output_dir,

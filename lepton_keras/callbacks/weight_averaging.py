@@ -56,6 +56,9 @@ class AverageWeightsForEvaluation(keras.callbacks.Callback):
     def _averaging(self) -> WeightAveraging:
         return find_weight_averaging(self.optimizer if self.optimizer is not None else self.model.optimizer)
 
+    def on_train_begin(self, logs=None):
+        self._averaging()  # no averaging in the optimizer: say so before the first step, not at the first validation
+
     def on_test_begin(self, logs=None):
         self._swap = self._averaging().swap_average_weights(self.model)
         self._swap.__enter__()

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from lepton_keras.validation import check_bool, check_int, check_non_negative, check_positive, check_strategy, invalid
+from lepton_keras.validation import check_bool, check_int, check_positive, check_strategy, invalid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +43,26 @@ class LSUVLayerReport:
     converged: bool
 
 
-def lsuv_scale(variance: float, target_variance: float = 1.0) -> float:
+def lsuv_scale(variance: float, target_variance: float = 1.0, *, layer: str | None = None) -> float:
     """The factor LSUV divides a kernel by: sqrt(variance / target_variance).
+
+    A variance of 0 (a constant output: dead units, a zero kernel) has no such factor and is
+    refused; `layer`, the name of the layer measured, goes into that message.
 
     Example:
         >>> lsuv_scale(4.0)
         2.0
     """
-    variance = check_non_negative("variance", variance)
+    where = f" (the output variance of layer {layer!r})" if layer is not None else ""
+    if _is_zero(variance):
+        raise invalid("variance", variance, f"a finite number > 0{where}: a constant output cannot be rescaled "
+                      "to a target variance; check the layer's kernel and activation, and the batch")
+    variance = check_positive("variance", variance)
     return math.sqrt(variance / check_positive("target_variance", target_variance))
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and value == 0
 
 
 def kernel_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -76,6 +87,17 @@ def _model_inputs(model):
             "keras.Input(shape); a subclassed model has no per-layer outputs to measure."
         )
     return inputs[0] if len(inputs) == 1 else model.input
+
+
+def _check_batch(batch) -> None:
+    """A batch of model inputs: arrays or tensors (or their list or dict), each with at least one example."""
+    parts = tf.nest.flatten(batch)
+    if not parts or not all(isinstance(part, (np.ndarray, tf.Tensor, keras.Variable)) or ops.is_tensor(part) for part in parts):
+        raise invalid("batch", batch, "model inputs: a NumPy array or tensor with at least one example (or their list or dict)")
+    for part in parts:
+        if len(part.shape) == 0 or part.shape[0] == 0:
+            raise invalid("batch", f"an array of shape {tuple(part.shape)}",
+                          "model inputs with at least one example (a leading batch dimension > 0)")
 
 
 def _resolve_strategy(model, strategy) -> tf.distribute.Strategy:
@@ -111,6 +133,8 @@ def _output_variance(layer, probe: keras.Model, batch, strategy) -> float:
             f"the output of layer {layer.name!r} has a non-finite variance ({variance}) on the batch; "
             "check the batch for NaN or infinite values"
         )
+    if variance == 0.0:
+        lsuv_scale(variance, layer=layer.name)  # raises, naming the layer
     return variance
 
 
@@ -198,6 +222,7 @@ def lsuv_initialize(
         linear neural networks", arXiv:1312.6120 (the orthonormal start).
     """
     inputs = _model_inputs(model)
+    _check_batch(batch)
     target_variance = check_positive("target_variance", target_variance)
     tolerance = check_positive("tolerance", tolerance)
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
@@ -232,9 +257,7 @@ def lsuv_initialize(
             variance = _output_variance(layer, probe, batch, strategy)
             iterations = 0
             while abs(variance - target_variance) >= tolerance and iterations < max_iterations:
-                if variance == 0.0:
-                    break  # a constant output cannot be rescaled to the target
-                kernel = ops.cast(layer.kernel, "float64") / lsuv_scale(variance, target_variance)
+                kernel = ops.cast(layer.kernel, "float64") / lsuv_scale(variance, target_variance, layer=layer.name)
                 layer.kernel.assign(ops.cast(kernel, layer.kernel.dtype))
                 iterations += 1
                 variance = _output_variance(layer, probe, batch, strategy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterable
 
 import keras
 import numpy as np
@@ -295,6 +296,9 @@ def recompute_batch_norm_statistics(model, dataset, steps: int | None = None) ->
     """
     if not isinstance(model, keras.Model):
         raise invalid("model", model, "a keras.Model")
+    if isinstance(dataset, (np.ndarray, tf.Tensor, str, bytes)) or not isinstance(dataset, Iterable):
+        raise invalid("dataset", dataset if not isinstance(dataset, np.ndarray) else f"an array of shape {dataset.shape}",
+                      "a tf.data.Dataset or an iterable of batches (an array is one batch: pass [array])")
     steps = check_int("steps", steps, minimum=1, allow_none=True)
     layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:

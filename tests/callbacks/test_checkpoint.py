@@ -199,14 +199,16 @@ def test_bad_save_freq_is_an_error_naming_it(save_freq):
 
 
 PATH_MESSAGE = "must be a non-empty path \\(a str or os.PathLike\\), received: "
+DIRECTORY_MESSAGE = "must be a directory path \\(an existing directory, or one that can be created\\), received: "
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: WorkerBackupAndRestore(None), "backup_dir " + PATH_MESSAGE + "None"),
-        (lambda: WorkerBackupAndRestore(""), "backup_dir " + PATH_MESSAGE + "''"),
-        (lambda: WorkerBackupAndRestore(3), "backup_dir " + PATH_MESSAGE + "3"),
+        (lambda: WorkerBackupAndRestore(None), "backup_dir " + DIRECTORY_MESSAGE + "None"),
+        (lambda: WorkerBackupAndRestore(""), "backup_dir " + DIRECTORY_MESSAGE + "''"),
+        (lambda: WorkerBackupAndRestore(3), "backup_dir " + DIRECTORY_MESSAGE + "3"),
+        (lambda: WorkerBackupAndRestore(__file__), "backup_dir must be a directory path .*; '.*test_checkpoint.py' is a file, received: '.*'"),
         (lambda: WorkerBackupAndRestore("b", delete_checkpoint="no"),
          "delete_checkpoint must be True or False, received: 'no'"),
         (lambda: WorkerBackupAndRestore("b", strategy="mirrored"),
@@ -270,6 +272,16 @@ def test_without_a_cluster_it_writes_what_model_checkpoint_writes(tmp_path, file
     for name in files:
         expected, received = saved_weights(str(tmp_path / "keras" / name)), saved_weights(str(tmp_path / "ours" / name))
         assert relative_error(received, expected) == 0.0
+
+
+def test_a_monitor_the_model_does_not_log_is_refused_at_the_first_batch_before_any_save(tmp_path):
+    model = make_model()
+    with pytest.raises(ValueError, match=r"^monitor must be a metric the model logs \(\['loss'\]\).*received: 'bogus_metric'"):
+        fit(model, [ChiefModelCheckpoint(tmp_path / "best.keras", monitor="bogus_metric", save_best_only=True)])
+    assert int(model.optimizer.iterations.numpy()) == 1 and not os.listdir(tmp_path)
+    with pytest.raises(ValueError, match="received: 'bogus_metric'"):  # Keras would fail at the epoch's end
+        fit(make_model(), [ChiefModelCheckpoint(tmp_path / "last.keras", monitor="bogus_metric")])
+    fit(make_model(), [ChiefModelCheckpoint(tmp_path / "best.keras", monitor="val_loss", save_best_only=True)])
 
 
 @pytest.mark.parametrize("index, chief", [(0, True), (1, False)])

@@ -301,6 +301,9 @@ def test_two_workers_agree_and_only_the_chief_writes_files(tmp_path):
 ABOVE_MIN = "max_learning_rate must be a finite number above min_learning_rate=1e-07"
 
 
+DIRECTORY = "a directory path (an existing directory, or one that can be created) or None"
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -316,7 +319,8 @@ ABOVE_MIN = "max_learning_rate must be a finite number above min_learning_rate=1
         ({"smoothing": float("nan")}, "smoothing must be a number in [0, 1), received: nan"),
         ({"divergence_factor": 1.0}, "divergence_factor must be a finite number > 1 or None, received: 1.0"),
         ({"divergence_factor": float("inf")}, "divergence_factor must be a finite number > 1 or None, received: inf"),
-        ({"output_dir": 3}, "output_dir must be a path or None, received: 3"),
+        ({"output_dir": 3}, f"output_dir must be {DIRECTORY}, received: 3"),
+        ({"output_dir": __file__}, f"output_dir must be {DIRECTORY}; {os.path.abspath(__file__)!r} is a file, received: {__file__!r}"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):

@@ -36,3 +36,12 @@ def test_the_callback_validates_with_the_average_and_can_assign_it():
 def test_assign_at_end_must_be_a_bool():
     with pytest.raises(ValueError, match=re.escape("assign_at_end must be True or False, received: 1")):
         AverageWeightsForEvaluation(assign_at_end=1)
+
+
+def test_a_model_without_averaging_is_refused_before_the_first_step():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x, y = np.ones((8, 3)), np.ones((8, 1))
+    with pytest.raises(ValueError, match="optimizer must be an optimizer holding a StochasticWeightAveraging"):
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y), callbacks=[AverageWeightsForEvaluation()])
+    assert int(model.optimizer.iterations.numpy()) == 0

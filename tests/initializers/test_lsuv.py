@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lepton_keras.distribute import get_strategy
-from lepton_keras.initializers import kernel_layers, lsuv_initialize
+from lepton_keras.initializers import kernel_layers, lsuv_initialize, lsuv_scale
 from tests.initializers.reference import lsuv as reference
 from tests.support.harness import launch_workers
 from tests.support.numerics import relative_error
@@ -238,12 +238,23 @@ def test_lsuv_warns_when_the_target_is_out_of_reach():
     assert report[0].iterations == 3 and not report[0].converged and report[0].variance < 1.0
 
 
-def test_lsuv_leaves_a_constant_output_alone_and_warns():
-    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, kernel_initializer="zeros")])
-    with pytest.warns(UserWarning, match="output variance 0 after 0 rescaling"):
-        report = lsuv_initialize(model, MLP_BATCH, orthogonal_start=False)
-    assert report[0].variance == 0.0 and report[0].iterations == 0 and not report[0].converged
-    assert np.all(model.layers[0].kernel.numpy() == 0.0)
+def test_lsuv_refuses_a_constant_output_naming_the_layer():
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, kernel_initializer="zeros", name="dead")])
+    with pytest.raises(ValueError, match="variance must be a finite number > 0 \\(the output variance of layer 'dead'\\)"):
+        lsuv_initialize(model, MLP_BATCH, orthogonal_start=False)
+    assert np.all(model.layers[0].kernel.numpy() == 0.0)  # left as it was
+    with pytest.raises(ValueError, match="layer 'conv'.*received: 0.0"):
+        lsuv_scale(0.0, layer="conv")
+
+
+@pytest.mark.parametrize("batch", [np.zeros((0, 12), np.float32), [np.zeros((0, 12), np.float32)], 3, None, "x"],
+                         ids=["empty", "empty_list", "number", "none", "string"])
+def test_lsuv_refuses_a_batch_without_examples_before_touching_the_model(batch):
+    model = mlp(("relu",), units=(4,))
+    kernel = model.layers[0].kernel.numpy()
+    with pytest.raises(ValueError, match="^batch must be model inputs"):
+        lsuv_initialize(model, batch, seed=0)
+    np.testing.assert_array_equal(model.layers[0].kernel.numpy(), kernel)
 
 
 def test_lsuv_warns_about_nested_models():
