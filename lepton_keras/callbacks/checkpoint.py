@@ -215,6 +215,10 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
       their state lives in the dataset object, so a restarted process replays epoch 0;
     - a dataset with no randomness (unshuffled, a fixed order) needs nothing.
 
+    A `LearningRateWarmup` computes its factor from the optimizer's step count, which the
+    backup holds, so a job killed during the warmup resumes the ramp where it was (the
+    callback installs its schedule before this one restores, wherever each is in the list).
+
     Each backup records the number of workers that wrote it; a job launched again with
     another number stops with an error naming both, and keeps the backups: launch it with
     the recorded number to resume, or delete or move `backup_dir` to start from scratch.

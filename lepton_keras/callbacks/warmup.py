@@ -9,7 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lepton_keras.callbacks.learning_rate import current_learning_rate, ensure_scalable, scale_learning_rate
+from lepton_keras.callbacks.learning_rate import current_learning_rate, innermost_optimizer, learning_rate_schedule
+from lepton_keras.schedules.multiplier import MultipliedSchedule
 from lepton_keras.validation import check_int, check_number, check_positive
 
 # f(0) on one replica, where 1 / replicas would be 1 and leave nothing to warm up: a tenth, the
@@ -17,16 +18,52 @@ from lepton_keras.validation import check_int, check_number, check_positive
 SINGLE_REPLICA_INITIAL_FACTOR = 0.1
 
 
-def warmup_factor(step: int, warmup_steps: int, initial_factor: float) -> float:
-    """The warmup multiplier of step `step` (0-based): linear from `initial_factor` to 1 over `warmup_steps`."""
-    if step >= warmup_steps:
-        return 1.0
-    return initial_factor + (1.0 - initial_factor) * step / warmup_steps
+def warmup_factor(step, warmup_steps: int, initial_factor: float):
+    """The warmup multiplier of step `step` (0-based, a number or a tensor): linear from `initial_factor`
+    to 1 over `warmup_steps`, then exactly 1 (a float32 tensor)."""
+    progress = ops.cast(step, "float32") / float(warmup_steps)
+    ramp = ops.cast(initial_factor, "float32") + ops.cast(1.0 - initial_factor, "float32") * progress
+    return ops.where(progress >= 1.0, ops.ones_like(ramp), ramp)
 
 
 def default_initial_factor(replicas: int) -> float:
     """f(0) when `initial_factor` is None: 1 / replicas (Goyal et al.), or 0.1 on one replica."""
     return 1.0 / replicas if replicas > 1 else SINGLE_REPLICA_INITIAL_FACTOR
+
+
+@keras.saving.register_keras_serializable(package="lepton_keras")
+class WarmupSchedule(MultipliedSchedule):
+    """`multiplier * f(step) * base(step)`: the learning rate LearningRateWarmup installs in the optimizer.
+
+    The warmup factor f is a function of the optimizer's step count alone, so the warmup's
+    progress is saved wherever the step count is (a `.keras` file, `save_weights`, a
+    BackupAndRestore backup) and a restored optimizer continues the ramp where it was. The
+    multiplier is the one other callbacks scale (ReduceLROnPlateau, DivergenceGuard).
+
+    Args:
+        base: the optimizer's own learning rate, a LearningRateSchedule or a finite number >= 0.
+        warmup_steps: W, the steps of the ramp, an integer >= 1.
+        initial_factor: f(0), in (0, 1].
+        multiplier: the starting multiplier, a finite number > 0 (default 1.0).
+    """
+
+    def __init__(self, base, warmup_steps: int, initial_factor: float, multiplier: float = 1.0):
+        super().__init__(base, multiplier)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=1)
+        self.initial_factor = check_number("initial_factor", initial_factor, lambda x: 0.0 < x <= 1.0,
+                                           "a number in (0, 1]")  # fmt: skip
+
+    def __call__(self, step):
+        return super().__call__(step) * warmup_factor(step, self.warmup_steps, self.initial_factor)
+
+    def get_config(self):
+        return {**super().get_config(), "warmup_steps": self.warmup_steps, "initial_factor": self.initial_factor}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        base = keras.saving.deserialize_keras_object(config.pop("base"))
+        return cls(base, **config)
 
 
 @keras.saving.register_keras_serializable(package="lepton_keras")
@@ -39,20 +76,29 @@ class LearningRateWarmup(keras.callbacks.Callback):
     rate lr / N and reach lr after 5 epochs, raising it a little at every step; Horovod's
     `LearningRateWarmupCallback` does the same with N the number of workers.
 
-    Before step s (the optimizer's iteration count, so a resumed run continues the ramp):
+    At step s (the optimizer's iteration count):
 
         f(s) = initial_factor + (1 - initial_factor) * s / W    for s < W,  W = warmup_epochs * steps_per_epoch
         f(s) = 1                                                 afterwards
         lr_used(s) = f(s) * lr(s)
 
     where lr(s) is the optimizer's own learning rate: a number, or a schedule (which keeps
-    its shape; the callback scales its multiplier, see `MultipliedSchedule`). The callback
-    multiplies the learning rate by f(s) / f(s - 1) rather than setting it, so it composes
-    with callbacks that scale the rate too (ReduceLROnPlateau, DivergenceGuard). When `fit`
-    ends the factor is taken off again, so a later `fit` (resuming at iteration s) starts
-    from f(s) with this or a new callback. A checkpoint written during the warmup, though,
-    holds the warmed-up rate f(s) * lr (the learning-rate variable, or the multiplier of a
-    schedule): a run resumed from it with a new LearningRateWarmup applies f once more.
+    its shape). When `fit` starts (before any callback's `on_train_begin`), the callback
+    replaces the optimizer's learning rate by a `WarmupSchedule` of it, which computes f(s)
+    inside the training step from the step count and stays in the optimizer. So the
+    warmup's progress is saved with the model: a `.keras` file or a backup
+    (`keras.callbacks.BackupAndRestore`, `WorkerBackupAndRestore`) written during the
+    warmup holds the step count, and a run resumed from it continues the ramp at that step,
+    bitwise as if it had not stopped, with or without a new LearningRateWarmup (a new one
+    takes over the installed schedule rather than adding a second ramp). Callbacks that
+    scale the learning rate (ReduceLROnPlateau, DivergenceGuard) scale the schedule's
+    multiplier, after the warmup as during it.
+
+    A float learning rate becomes a schedule, so after this callback the optimizer's
+    learning rate is set through its multiplier (`lepton_keras.callbacks.learning_rate`),
+    not assigned, and it leaves the optimizer's variables: load weights saved during or
+    after the warmup into a model given this callback in `fit` (the restoring callbacks do
+    that), or into one loaded from a `.keras` file.
 
     Args:
         warmup_epochs: W in epochs, a finite number > 0 (fractions allowed).
@@ -87,45 +133,50 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self.initial_factor = check_number("initial_factor", initial_factor, lambda x: 0.0 < x <= 1.0,
                                            "a number in (0, 1]", allow_none=True)  # fmt: skip
         self.verbose = check_int("verbose", verbose, minimum=0)
-        self._applied_factor = 1.0  # the factor the learning rate carries now
+        self._warmup_steps = None
+        self._announced = False
+
+    def set_params(self, params):
+        # fit sets the model, then the params, then traces its step, then calls on_train_begin: installing
+        # the schedule here puts it in the step and in the optimizer's variables before any callback restores.
+        super().set_params(params)
+        steps_per_epoch = self.steps_per_epoch or (params or {}).get("steps")
+        if self.model is None or self.model.optimizer is None or not steps_per_epoch:
+            return  # on_train_begin says what is missing
+        self._warmup_steps = max(1, round(self.warmup_epochs * steps_per_epoch))
+        initial_factor = self.initial_factor
+        if initial_factor is None:
+            initial_factor = default_initial_factor(self.model.distribute_strategy.num_replicas_in_sync)
+        self._install(self._warmup_steps, initial_factor)
+
+    def _install(self, warmup_steps: int, initial_factor: float) -> None:
+        optimizer = innermost_optimizer(self.model.optimizer)
+        schedule = learning_rate_schedule(optimizer)
+        if isinstance(schedule, WarmupSchedule):  # a previous fit's, or a loaded model's: take it over
+            if (schedule.warmup_steps, schedule.initial_factor) == (warmup_steps, initial_factor):
+                return
+            schedule.warmup_steps, schedule.initial_factor = warmup_steps, initial_factor
+        else:
+            base = schedule if schedule is not None else current_learning_rate(optimizer)
+            optimizer.learning_rate = WarmupSchedule(base, warmup_steps, initial_factor)
+        self.model.train_function = None  # a step traced before keeps the learning rate it was traced with
 
     def on_train_begin(self, logs=None):
-        steps_per_epoch = self.steps_per_epoch or (self.params or {}).get("steps")
-        if not steps_per_epoch:
+        if self._warmup_steps is None:
             raise ValueError(
                 "LearningRateWarmup needs steps_per_epoch: fit does not know the number of batches per epoch "
                 f"(params['steps']={(self.params or {}).get('steps')!r}); pass steps_per_epoch=..."
             )
-        self._warmup_steps = max(1, round(self.warmup_epochs * steps_per_epoch))
-        self._initial_factor = self.initial_factor
-        if self._initial_factor is None:
-            self._initial_factor = default_initial_factor(self.model.distribute_strategy.num_replicas_in_sync)
-        ensure_scalable(self.model.optimizer)
-        self._apply(self._step())
+        self._announced = self._step() >= self._warmup_steps  # a resumed fit may start after the warmup
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._step()
-        if self._applied_factor != 1.0 or step < self._warmup_steps:
-            self._apply(step)
-            if self.verbose and step >= self._warmup_steps:
-                learning_rate = current_learning_rate(self.model.optimizer)
-                print(f"\nLearningRateWarmup: warmup done at step {step}, learning rate {learning_rate:.6g}")
-
-    def on_train_end(self, logs=None):
-        # Take the factor off again: the optimizer keeps its own rate between fits, and the
-        # next fit (this callback or a new one) applies f(iterations) afresh.
-        self._set_factor(1.0)
+        if self.verbose and not self._announced and self._step() >= self._warmup_steps:
+            self._announced = True
+            learning_rate = current_learning_rate(self.model.optimizer)
+            print(f"\nLearningRateWarmup: warmup done at step {self._warmup_steps}, learning rate {learning_rate:.6g}")
 
     def _step(self) -> int:
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def _apply(self, step: int) -> None:
-        self._set_factor(warmup_factor(step, self._warmup_steps, self._initial_factor))
-
-    def _set_factor(self, factor: float) -> None:
-        if factor != self._applied_factor:
-            scale_learning_rate(self.model.optimizer, factor / self._applied_factor)
-            self._applied_factor = factor
 
     def get_config(self):
         return {

@@ -373,7 +373,8 @@ def load_cifar10(
 
     Raises:
         FileNotFoundError: the folder, a class folder or its images are missing (names the path).
-        ValueError: a corrupt or wrongly sized image (names it), or a bad argument.
+        ValueError: a corrupt or wrongly sized image (names it), a bad argument, or "tfds" with nothing
+            prepared and no network to download it (says to use the folder or the sample, and how).
     """
     source = check_choice("source", source, SOURCES)
     data_dir = _check_data_dir(data_dir)
@@ -421,11 +422,27 @@ def _tfds_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
+def _tfds_offline_message(tfds_dir: str, error: Exception) -> str:
+    return (
+        f"no network to download CIFAR-10 through tensorflow-datasets ({type(error).__name__}; nothing prepared in "
+        f"{tfds_dir}): use --data-dir DIR / source=\"folder\" with an image folder, or source=\"sample\" (the "
+        "bundled sample), like this:\n"
+        '    load_cifar10("folder", data_dir="cifar10/train")  # one folder per class: airplane/0001.jpg, ...\n'
+        '    load_cifar10("sample")                            # 2,000 real images shipped with lepton_keras\n'
+        "or prepare tensorflow-datasets' cifar10 where there is network and point TFDS_DATA_DIR (or data_dir) at it"
+    )
+
+
 def _load_tfds(data_dir, train_limit, validation_limit, shard, seed) -> Cifar10:
+    import requests  # tensorflow-datasets downloads with it
     import tensorflow_datasets as tfds
 
     builder = _tfds_builder(data_dir)
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except (requests.exceptions.RequestException, tfds.download.DownloadError) as error:
+        # a ValueError, so that `lepton-keras --source tfds` says it in one line, as it does other bad choices
+        raise ValueError(_tfds_offline_message(builder.data_dir, error)) from error
     split = "train" if train_limit is None else f"train[:{train_limit}]"
     index, count = shard
     if count > 1:  # equal contiguous parts: each worker reads only its own records

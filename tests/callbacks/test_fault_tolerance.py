@@ -1,6 +1,6 @@
-"""A 2-worker job on shuffled, augmented CIFAR-10 loses a worker, is launched again, and ends
-with bitwise the weights and optimizer state of an uninterrupted run; launched again with
-another number of workers, it stops with an error and keeps its backups.
+"""A 2-worker job on shuffled, augmented CIFAR-10 loses a worker (also in the middle of the learning-rate
+warmup), is launched again, and ends with bitwise the weights and optimizer state of an uninterrupted run;
+launched again with another number of workers, it stops with an error and keeps its backups.
 
 Also the multi-worker check of ChiefModelCheckpoint: only the chief writes the checkpoint
 path, and the other worker's scratch files are gone when training ends.
@@ -63,6 +63,16 @@ SCENARIOS = {
     "2-workers-periodic-sync-every-4-killed-between-syncs": (
         2, ["--save-freq", "3", "--periodic-sync-every", "4"], ["--kill-during-save", "9"],
         (None, ["backup-e0-b3.json", "backup-e1-b2.json"]), [1, 2]),
+    # Killed in the middle of the learning-rate warmup (8 steps, from lr/2): after the chief's backup of
+    # batch 6, before worker 1's; both resume at batch 3, where the warmup factor is 0.6875.
+    "2-workers-killed-in-the-middle-of-the-warmup": (
+        2, ["--save-freq", "3", "--warmup-epochs", "2"], ["--kill-after", "6"],
+        (["backup-e0-b3.json", "backup-e1-b2.json"], ["backup-e0-b3.json"]), [0, 3]),
+    # One process with no strategy, killed in the middle of the warmup (8 steps, from lr/10), in its
+    # save of batch 6: it resumes at batch 3.
+    "1-process-killed-in-the-middle-of-the-warmup": (
+        1, ["--save-freq", "3", "--killed-worker", "0", "--warmup-epochs", "2"], ["--kill-during-save", "6"],
+        (["backup-e0-b3.json"],), [0, 3]),
     # One process with no strategy, in its save of batch 9 (epoch 2, 1 batch in).
     "1-process-finite-every-3-batches-killed-mid-save": (
         1, ["--save-freq", "3", "--killed-worker", "0"], ["--kill-during-save", "9"],

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from unittest import mock
 
@@ -115,6 +117,41 @@ def test_tensorflow_datasets_is_read_when_prepared_and_shards_by_records(tfds_da
     first, second = (hashes(half.train_images) for half in halves)
     assert len(first) == len(second) == 50 and first | second == train_hashes
     assert len(load_cifar10("tfds", data_dir=str(data_dir), validation_limit=5, shard=None).validation_labels) == 5
+
+
+OFFLINE_LOAD = """
+import json, sys
+import tensorflow_datasets.core.download.downloader as downloader
+from lepton_keras.data import load_cifar10
+downloader.MAX_RETRIES = 0  # tfds's own setting: its 10 retries back off for 200 s before failing the same way
+try:
+    load_cifar10("tfds", data_dir=sys.argv[1])
+except ValueError as error:
+    cause = type(error.__cause__)
+    with open(sys.argv[2], "w") as file:
+        json.dump({"cause": f"{cause.__module__}.{cause.__name__}", "message": str(error)}, file)
+"""
+
+
+def test_tensorflow_datasets_without_network_says_to_use_the_folder_or_the_sample(tmp_path):
+    # A real download attempt through an unreachable proxy (nothing listens on port 9), into an empty
+    # tfds directory: tfds raises requests' ProxyError, a ConnectionError, as it does with no network.
+    unreachable = "http://127.0.0.1:9"
+    environment = {name: value for name, value in os.environ.items() if name.lower() != "no_proxy"}
+    environment.update(HTTPS_PROXY=unreachable, HTTP_PROXY=unreachable, https_proxy=unreachable,
+                       http_proxy=unreachable, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")  # fmt: skip
+    environment.pop("TF_CONFIG", None)
+    result = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, "-c", OFFLINE_LOAD, str(tmp_path / "tfds"), str(result)],
+                          env=environment, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0 and result.exists(), done.stdout[-2000:] + done.stderr[-3000:]
+    cause, message = json.loads(result.read_text()).values()
+    assert cause == "requests.exceptions.ProxyError"
+    assert message.startswith("no network to download CIFAR-10 through tensorflow-datasets (ProxyError; nothing "
+                              f"prepared in {tmp_path / 'tfds'}")  # fmt: skip
+    assert 'use --data-dir DIR / source="folder" with an image folder, or source="sample" (the bundled sample), ' \
+        "like this:" in message
+    assert 'load_cifar10("folder", data_dir="cifar10/train")' in message and 'load_cifar10("sample")' in message
 
 
 def test_a_missing_folder_is_an_error_naming_it(tmp_path):

@@ -10,7 +10,9 @@ one of two ways:
   state's weights are written under their temporary name and before they are renamed.
 Second launch: both workers restore the newest backup both hold, skip the batches it
 holds, finish, and (with --reference) train an uninterrupted model in the same cluster to
-compare. Each worker writes `result_<i>.npz` (weights and optimizer variables) and
+compare. With `--warmup-epochs E` both runs warm the learning rate up over E epochs
+(LearningRateWarmup, after the backup in the callbacks), so a kill can fall inside the warmup.
+Each worker writes `result_<i>.npz` (weights and optimizer variables) and
 `result_<i>.json` to --out. A launch with another number of workers stops with the error
 of WorkerBackupAndRestore, which the worker writes to `error_<i>.txt`.
 """
@@ -25,6 +27,7 @@ import keras
 import numpy as np
 
 from lepton_keras.callbacks.checkpoint import ChiefModelCheckpoint, WorkerBackupAndRestore
+from lepton_keras.callbacks.warmup import LearningRateWarmup
 from lepton_keras.data import load_cifar10
 from lepton_keras.distribute import PeriodicSync, get_strategy, task_info, worker_path
 
@@ -127,6 +130,7 @@ def main():
     parser.add_argument("--kill-during-save", type=int, default=None)
     parser.add_argument("--killed-worker", type=int, default=1)
     parser.add_argument("--periodic-sync-every", type=int, default=1, help="PeriodicSync(every=...) (1: every step)")
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="LearningRateWarmup(warmup_epochs)")
     args = parser.parse_args()
     save_freq = args.save_freq if args.save_freq == "epoch" else int(args.save_freq)
     # MultiWorkerMirroredStrategy under the launcher, else none
@@ -146,7 +150,11 @@ def main():
         os.path.join(args.out, "ckpt", "epoch_{epoch}.weights.h5"), save_weights_only=True
     )
     scratch = ListScratch(checkpoint)
-    callbacks = [backup, checkpoint, scratch]
+
+    def warmup():
+        return [LearningRateWarmup(args.warmup_epochs)] if args.warmup_epochs else []
+
+    callbacks = [backup, checkpoint, scratch, *warmup()]
     marker = os.path.join(args.out, "killed.marker")
     if info.worker_index == args.killed_worker and not os.path.exists(marker):
         if args.kill_after is not None:
@@ -167,7 +175,7 @@ def main():
             reference = make_model()
         # Under periodic sync every save is a sync point: the uninterrupted run saves as often.
         same_saves = [WorkerBackupAndRestore(os.path.join(args.out, "reference_backup"), save_freq=save_freq)]
-        fit(reference, data, strategy, args.repeat, same_saves if args.periodic_sync_every > 1 else [])
+        fit(reference, data, strategy, args.repeat, [*(same_saves if args.periodic_sync_every > 1 else []), *warmup()])
         arrays.update({f"reference_{i}": v for i, v in enumerate(state(reference))})
     np.savez(os.path.join(args.out, f"result_{info.worker_index}.npz"), **arrays)
     summary = {

@@ -29,7 +29,7 @@ from lepton_keras.distribute import get_strategy, observed_staleness
 
 FEATURES, BATCH = 8, 16
 # The registry's wrapper names, each tried around Adam.
-WRAPPERS = ("lookahead", "swa", "ema", "accumulation", "clipping", "agc", "centralization", "fused")
+WRAPPERS = {name for name, _ in lepton_keras.optimizers.list_optimizers(kind="wrapper")}
 
 
 def dataset(tf, rows=256, seed=0):
