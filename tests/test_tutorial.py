@@ -1,10 +1,12 @@
 """The CIFAR-10 tutorial runs unchanged on one device, 2 CPU replicas and 2 workers."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 import lepton_keras
@@ -177,3 +179,65 @@ def test_a_bad_flag_is_one_usage_error_without_importing_tensorflow():
 @pytest.mark.parametrize("tutorial", ["cifar10_cnn", "regularization"])
 def test_the_data_sources_of_the_tutorials_are_the_package_s(tutorial):
     assert tutorial_module(tutorial).DATA_SOURCES == lepton_keras.data.SOURCES
+
+
+def test_a_schedule_free_optimizer_trains_at_a_constant_rate_after_its_warm_up_and_validates_at_x():
+    tutorial = tutorial_module()
+    recipe = tutorial.resolve_recipe(tutorial.parse_args(["--recipe", "fast", "--optimizer", "schedule_free_adamw"]))
+    assert (recipe.schedule, recipe.learning_rate, recipe.warmup_fraction) == ("constant", 4e-3, 0.25)
+    optimizer, _, callbacks = tutorial.build_training(recipe, 400)
+    assert isinstance(optimizer, lepton_keras.optimizers.ScheduleFreeAdamW)
+    config = optimizer.get_config()
+    assert (config["learning_rate"], config["warmup_steps"], config["weight_decay"]) == pytest.approx((4e-3, 100, 0.05))
+    assert [type(c) for c in callbacks] == [lepton_keras.callbacks.ScheduleFreeEvaluation]
+    # An explicit --schedule is kept, without the optimizer's warm-up and without a cycle of beta_1 (not a momentum).
+    argv = ["--recipe", "fast", "--optimizer", "lookahead_schedule_free_adamw", "--schedule", "one_cycle"]
+    explicit = tutorial.resolve_recipe(tutorial.parse_args(argv))
+    optimizer, _, callbacks = tutorial.build_training(explicit, 400)
+    config = optimizer.inner_optimizer.get_config()
+    assert (config["learning_rate"]["class_name"], config["warmup_steps"]) == ("OneCycle", 0)
+    assert [type(c) for c in callbacks] == [lepton_keras.callbacks.ScheduleFreeEvaluation]
+    with pytest.raises(ValueError, match="^schedule_free_adamw already evaluates an average of its iterates"):
+        tutorial.build_training(dataclasses.replace(recipe, ema_decay=0.99), 400)
+
+
+def test_muon_trains_the_kernels_at_0_02_and_the_rest_by_adamw_at_the_recipe_s_rate():
+    tutorial = tutorial_module()
+    recipe = tutorial.resolve_recipe(tutorial.parse_args(["--recipe", "fast", "--optimizer", "muon"]))
+    model = tutorial.build_model()
+    optimizer, _, callbacks = tutorial.build_training(recipe, 400, output_layer=model.layers[-1].name)
+    assert isinstance(optimizer, lepton_keras.optimizers.Muon)
+    assert optimizer.get_config()["learning_rate"]["config"]["maximal_learning_rate"] == 0.02
+    assert optimizer.adamw_learning_rate.maximal_learning_rate == 4e-3
+    # The same shrinkage per step as the recipe's 0.05 at 4e-3: 0.01, the author's example value.
+    assert optimizer.muon_weight_decay == pytest.approx(0.01, rel=1e-12) and optimizer.adamw_weight_decay == 0.05
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    assert [optimizer.orthogonalizes(kernel) for kernel in kernels] == [True, True, True, False]  # the output: AdamW
+    assert [type(c) for c in callbacks] == [lepton_keras.callbacks.CycleMomentum]
+
+
+class RecordMomentum(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(self.model.optimizer.momentum)
+
+
+def test_smoke_run_with_muon_cycles_its_momentum(tmp_path, capsys):
+    recorder = RecordMomentum()
+    summary = tutorial_module().main(["--smoke", "--recipe", "fast", "--optimizer", "muon", "--output-dir",
+                                      str(tmp_path)], callbacks=[recorder])  # fmt: skip
+    assert summary == check_summary(tmp_path, 1, 1) and summary["optimizer"] == "muon"
+    schedule = lepton_keras.schedules.OneCycle(0.02, 4, pct_start=0.5)  # --smoke: 4 steps, 2 of them rising
+    expected = [float(keras.ops.convert_to_numpy(schedule.momentum(step))) for step in range(4)]
+    assert recorder.values == pytest.approx(expected, abs=1e-7) and len(set(recorder.values)) > 1
+    assert "CycleMomentum cycles Muon's momentum" in capsys.readouterr().out
+
+
+def test_smoke_run_with_schedule_free_adamw(tmp_path, capsys):
+    summary = tutorial_module().main(["--smoke", "--recipe", "fast", "--optimizer", "schedule_free_adamw",
+                                      "--output-dir", str(tmp_path)])  # fmt: skip
+    assert summary == check_summary(tmp_path, 1, 1) and summary["recipe_choices"]["schedule"] == "constant"
+    assert "a constant rate after the optimizer's linear warm-up (1 steps)" in capsys.readouterr().out

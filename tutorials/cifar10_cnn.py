@@ -40,6 +40,22 @@ under a schedule), `--batch-size`, `--schedule`, `--weight-decay`, `--label-smoo
 `--augment` / `--no-augment`, `--ema-decay` (an exponential moving average of the weights,
 validated with the average through `AverageWeightsForEvaluation`).
 
+Two optimizers change what a recipe's schedule means:
+
+- A Schedule-Free optimizer (`--optimizer schedule_free_adamw`, `schedule_free_sgd`, or one
+  inside a wrapper) trains without a schedule, as its authors do: the recipe's `one_cycle`
+  (or `warmup_cosine`) becomes a constant rate after the optimizer's own linear warm-up
+  (`warmup_steps`) over the recipe's warm-up fraction of the steps (printed at the start),
+  unless `--schedule` is given explicitly (then no momentum cycle: its beta is the weight of
+  the average, not a momentum). `ScheduleFreeEvaluation` is added to the callbacks: validation
+  and the weights after training are at x, the average. `--ema-decay` is refused with it.
+- `--optimizer muon` trains the weight matrices (the kernels) at the author's 0.02 and the
+  biases and the output layer with its AdamW at the recipe's rate (`--learning-rate`), both
+  under the recipe's schedule; the 1cycle's `CycleMomentum` cycles Muon's `momentum`. The
+  matrices' decay is the recipe's weight decay times recipe rate / 0.02 (the same shrinkage
+  per step: 0.01 for `fast`, the author's own example value); the AdamW part takes the
+  recipe's.
+
 Across replicas or workers, `--bucket-bytes N` sums the gradients in buckets of N bytes, the
 last layers' first, so the all-reduce overlaps the backward pass, and `--gradient-compression
 float16` (or bfloat16) halves its bytes (`lepton_keras.distribute.GradientCommunication`):
@@ -199,6 +215,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lepton_keras import distribute  # noqa: E402
+from lepton_keras.optimizers.schedule_free import ScheduleFree  # noqa: E402
 
 
 def build_model() -> keras.Model:
@@ -315,10 +332,42 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
                                     args.train_limit or TRAINING_IMAGES)  # fmt: skip
     else:
         recipe = RECIPES[args.recipe]
-    return dataclasses.replace(recipe, **overrides)
+    return without_schedule_for_schedule_free(dataclasses.replace(recipe, **overrides), args.schedule is not None)
 
 
 LAYERWISE_OPTIMIZERS = ("lamb", "lars")
+# The author's learning rate of Muon's matrices (its default); a recipe's rate is AdamW's, for the rest.
+MUON_LEARNING_RATE = 0.02
+
+
+def innermost_name(optimizer_name: str, registry_names) -> str | None:
+    """The one of `registry_names` that `optimizer_name` builds, wrapped or not ("lookahead_muon": "muon")."""
+    name = optimizer_name.strip().lower()
+    return next((n for n in registry_names if name == n or name.endswith(f"_{n}")), None)
+
+
+def is_schedule_free(optimizer_name: str) -> bool:
+    """Whether `optimizer_name` builds a Schedule-Free optimizer (read from the registry: nothing is built)."""
+    names = [name for name, entry in lepton_keras.optimizers.registry.REGISTRY.items()
+             if issubclass(entry.cls, ScheduleFree)]  # fmt: skip
+    return innermost_name(optimizer_name, names) is not None
+
+
+def is_muon(optimizer_name: str) -> bool:
+    return innermost_name(optimizer_name, ["muon"]) is not None
+
+
+def without_schedule_for_schedule_free(recipe: Recipe, schedule_given: bool) -> Recipe:
+    """`recipe` at a constant rate (the optimizer's warm-up instead) if its optimizer is Schedule-Free and
+    the schedule was the recipe's choice, not the user's."""
+    if schedule_given or recipe.schedule == "constant" or not is_schedule_free(recipe.optimizer):
+        return recipe
+    return dataclasses.replace(recipe, schedule="constant")
+
+
+def schedule_free_warmup_steps(recipe: Recipe, total_steps: int) -> int:
+    """The Schedule-Free optimizer's warm-up at a constant rate: the recipe's warm-up fraction of the steps."""
+    return int(recipe.warmup_fraction * total_steps) if recipe.schedule == "constant" else 0
 
 
 def learning_rate_schedule(recipe: Recipe, total_steps: int):
@@ -334,12 +383,40 @@ def learning_rate_schedule(recipe: Recipe, total_steps: int):
     return lepton_keras.schedules.Warmup(cosine, warmup_steps, offset_target=True)
 
 
-def build_training(recipe: Recipe, total_steps: int):
-    """(optimizer, loss, callbacks) of the recipe; create them under the strategy's scope."""
+def muon_options(recipe: Recipe, total_steps: int, output_layer: str | None) -> dict:
+    """Muon's options: its matrices at `MUON_LEARNING_RATE`, its AdamW part (biases, the output layer) at the
+    recipe's rate, both under the recipe's schedule; the matrices' decay keeps the recipe's lr x decay."""
+    matrices = dataclasses.replace(recipe, learning_rate=MUON_LEARNING_RATE)
+    options = {
+        "learning_rate": learning_rate_schedule(matrices, total_steps),
+        "adamw_learning_rate": learning_rate_schedule(recipe, total_steps),
+    }
+    if output_layer is not None:
+        options["exclude_layers"] = [f"{output_layer}/"]  # "dense_1/" leaves "dense_11/kernel" to Muon
+    if recipe.weight_decay is not None:
+        options["weight_decay"] = recipe.weight_decay * recipe.learning_rate / MUON_LEARNING_RATE
+        options["adamw_weight_decay"] = recipe.weight_decay
+    return options
+
+
+def build_training(recipe: Recipe, total_steps: int, *, output_layer: str | None = None):
+    """(optimizer, loss, callbacks) of the recipe; create them under the strategy's scope.
+
+    `output_layer`: the name of the model's last layer, which Muon leaves to its AdamW.
+    """
+    schedule_free = is_schedule_free(recipe.optimizer)
+    if schedule_free and recipe.ema_decay is not None:
+        raise ValueError(f"{recipe.optimizer} already evaluates an average of its iterates; "
+                         f"--ema-decay {recipe.ema_decay:g} does not combine with it")  # fmt: skip
     schedule = learning_rate_schedule(recipe, total_steps)
     name, options = recipe.optimizer, {"learning_rate": schedule}
     if recipe.weight_decay is not None:
         options["weight_decay"] = recipe.weight_decay
+    if schedule_free:
+        options["warmup_steps"] = schedule_free_warmup_steps(recipe, total_steps)
+    if is_muon(recipe.optimizer):
+        options.update(muon_options(recipe, total_steps, output_layer))
+        schedule = options["learning_rate"]  # the momentum cycle is the same in both schedules
     if recipe.ema_decay is not None:
         name, options = f"ema_{name}", {**options, "decay": recipe.ema_decay, "use_warmup": True}
     optimizer = lepton_keras.optimizers.get(name, **options)
@@ -350,8 +427,10 @@ def build_training(recipe: Recipe, total_steps: int):
     else:
         loss = "categorical_crossentropy"
     callbacks = []
-    if recipe.schedule == "one_cycle":
-        callbacks.append(lepton_keras.callbacks.CycleMomentum(schedule))
+    if recipe.schedule == "one_cycle" and not schedule_free:
+        callbacks.append(lepton_keras.callbacks.CycleMomentum(schedule))  # Muon's `momentum`, Adam's beta_1
+    if schedule_free:
+        callbacks.append(lepton_keras.callbacks.ScheduleFreeEvaluation())
     if recipe.ema_decay is not None:
         callbacks.append(lepton_keras.callbacks.AverageWeightsForEvaluation(assign_at_end=True))
     return optimizer, loss, callbacks
@@ -421,19 +500,32 @@ def main(argv=None, *, callbacks=()) -> dict:
     print(data.describe())
     print(f"strategy: {strategy_name(strategy)} with {replicas} replica(s), global batch {args.batch_size}")
     print(f"recipe {args.recipe}: {recipe.describe()}")
+    steps_per_epoch = data.steps_per_epoch(args.batch_size, strategy=strategy)
+    total_steps = args.epochs * steps_per_epoch
+    if is_schedule_free(recipe.optimizer):
+        if recipe.schedule == "constant":
+            warmup = schedule_free_warmup_steps(recipe, total_steps)
+            rate = f"a constant rate after the optimizer's linear warm-up ({warmup} steps)"
+        else:
+            rate = f"the explicit {recipe.schedule} schedule"
+        print(f"{recipe.optimizer}: {rate}; validation and the weights after training at the average x "
+              f"(ScheduleFreeEvaluation)")  # fmt: skip
+    if is_muon(recipe.optimizer):
+        print(f"{recipe.optimizer}: the kernels at {MUON_LEARNING_RATE:g}, the biases and the output layer by AdamW "
+              f"at {recipe.learning_rate:g}, under {recipe.schedule}"
+              + ("; CycleMomentum cycles Muon's momentum" if recipe.schedule == "one_cycle" else ""))  # fmt: skip
     # Parameter-server workers read their own copies of the data without end: fit counts the steps.
     asynchronous = isinstance(strategy, tf.distribute.ParameterServerStrategy)
     train = data.train_dataset(args.batch_size, strategy=strategy, seed=args.seed, one_hot=True, augment=recipe.augment,
                                repeat=asynchronous)
     validation = data.validation_dataset(args.batch_size, one_hot=True)
-    steps_per_epoch = data.steps_per_epoch(args.batch_size, strategy=strategy)
 
     with strategy.scope():
         model = build_model()
-        optimizer, loss, recipe_callbacks = build_training(recipe, args.epochs * steps_per_epoch)
+        optimizer, loss, recipe_callbacks = build_training(recipe, total_steps, output_layer=model.layers[-1].name)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    if args.backup_dir:
-        recipe_callbacks.append(lepton_keras.callbacks.WorkerBackupAndRestore(args.backup_dir))
+    if args.backup_dir:  # first: it backs up the training weights (ScheduleFreeEvaluation's y)
+        recipe_callbacks.insert(0, lepton_keras.callbacks.WorkerBackupAndRestore(args.backup_dir))
 
     meter = Throughput(args.batch_size)
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
